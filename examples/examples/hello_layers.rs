@@ -1,0 +1,2 @@
+//! Placeholder replaced as layers land.
+fn main() {}

@@ -1,0 +1,179 @@
+//! The JSON model of the admin API, shared by the admin router, the reference server's
+//! supervisor and `palisade-top`. One model everywhere: a library user's admin endpoint and the
+//! reference server's look the same to the dashboard.
+//!
+//! Counters are monotonic totals; readers derive rates from two snapshots (`seq` and
+//! `taken_at_ms` tell them how far apart). Latency percentiles come from merged HDR histograms,
+//! never from averaged percentiles.
+
+use serde::{Deserialize, Serialize};
+
+use super::ComponentSnapshot;
+
+/// The schema version of [`Snapshot`]; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything the admin API knows at one moment (`GET /admin/v1/snapshot`, and each
+/// `GET /admin/v1/stream` event).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`SCHEMA_VERSION`] of the producer.
+    pub schema: u32,
+    /// Increases by one per snapshot produced by this server (the SSE event id).
+    pub seq: u64,
+    /// Wall-clock time the snapshot was taken, milliseconds since the Unix epoch.
+    pub taken_at_ms: u64,
+    /// The server.
+    pub server: ServerInfo,
+    /// Worker processes (one entry, id 0, for a single-process server or a library user).
+    pub workers: Vec<WorkerInfo>,
+    /// Request totals, status classes and latency, merged over all workers.
+    pub traffic: Traffic,
+    /// Rate-limit policies.
+    pub limits: Vec<ComponentSnapshot>,
+    /// Circuit breakers.
+    pub breakers: Vec<ComponentSnapshot>,
+    /// Caches.
+    pub caches: Vec<ComponentSnapshot>,
+    /// The most recent admin changes, newest last.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// Identity of the server answering.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Product name, e.g. `palisade`.
+    pub name: String,
+    /// Product version.
+    pub version: String,
+    /// PID of the process serving the admin API.
+    pub pid: u32,
+    /// `supervisor`, `single` or `library`.
+    pub mode: String,
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+    /// The public listener address, if known.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+/// One worker process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Stable worker slot id (reused by its replacement).
+    pub id: u32,
+    /// Operating-system process id.
+    pub pid: u32,
+    /// `starting`, `ready`, `draining`, `stopping`, `crash_loop`...
+    pub state: String,
+    /// Seconds since this process started.
+    pub uptime_secs: u64,
+    /// Requests completed by this process.
+    pub requests: u64,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// Times this slot's process was replaced after a crash or a kill.
+    pub restarts: u32,
+    /// Event-loop lag measured by the worker, milliseconds.
+    pub loop_lag_ms: f64,
+    /// p99 latency over the last minute, milliseconds (`None` without samples).
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+}
+
+/// Request totals and latency, merged over all workers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Requests completed since start (monotonic).
+    pub requests_total: u64,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Completed requests by status class (monotonic).
+    pub status: StatusCounts,
+    /// Latency percentiles over rolling windows (e.g. 10 s and 60 s).
+    pub latency: Vec<LatencyWindow>,
+}
+
+/// Completed requests by status class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    /// 1xx responses.
+    pub informational: u64,
+    /// 2xx responses.
+    pub success: u64,
+    /// 3xx responses.
+    pub redirection: u64,
+    /// 4xx responses.
+    pub client_error: u64,
+    /// 5xx responses.
+    pub server_error: u64,
+}
+
+impl StatusCounts {
+    /// Counts one response with `status`.
+    pub fn record(&mut self, status: u16) {
+        match status {
+            100..=199 => self.informational += 1,
+            200..=299 => self.success += 1,
+            300..=399 => self.redirection += 1,
+            400..=499 => self.client_error += 1,
+            _ => self.server_error += 1,
+        }
+    }
+
+    /// Adds another set of counts.
+    pub fn add(&mut self, other: &Self) {
+        self.informational += other.informational;
+        self.success += other.success;
+        self.redirection += other.redirection;
+        self.client_error += other.client_error;
+        self.server_error += other.server_error;
+    }
+
+    /// Sum of all classes.
+    pub fn total(&self) -> u64 {
+        self.informational + self.success + self.redirection + self.client_error + self.server_error
+    }
+}
+
+/// Latency percentiles over one rolling window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyWindow {
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Samples in the window.
+    pub count: u64,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile, milliseconds.
+    pub p90_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// 99.9th percentile, milliseconds.
+    pub p999_ms: f64,
+    /// Largest sample, milliseconds.
+    pub max_ms: f64,
+}
+
+/// One admin change, as recorded in the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Increases by one per entry.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Which token made the change (its id, never the secret).
+    pub actor: String,
+    /// What was done, e.g. `update`, `action:force_open`, `scale`, `revert`.
+    pub action: String,
+    /// What it was done to, e.g. `limits/api`.
+    pub target: String,
+    /// Settings before.
+    #[serde(default)]
+    pub before: serde_json::Value,
+    /// Settings after.
+    #[serde(default)]
+    pub after: serde_json::Value,
+}

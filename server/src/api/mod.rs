@@ -1,0 +1,96 @@
+//! The reference REST API from the seed material: users CRUD, names, demo routes and health.
+
+mod extract;
+pub mod health;
+pub mod users;
+
+pub use extract::{ApiJson, ApiQuery};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::StatusCode;
+use palisade::problem::Problem;
+use serde::Deserialize;
+
+use crate::app::AppState;
+
+/// All routes of the reference API (without the layers).
+pub fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .nest("/api/v1", Router::new().nest("/users", users::routes()))
+        .route("/names", get(names))
+        .route("/plaintext", get(plaintext))
+        .route("/slow", get(slow))
+        .route("/flaky", get(flaky))
+        .nest("/health", health::routes())
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn plaintext() -> &'static str {
+    "Hello, World!"
+}
+
+/// The names served by `/names` (a small, cacheable list).
+pub const NAMES: &[&str] = &[
+    "Ada", "Alan", "Barbara", "Dennis", "Donald", "Edsger", "Grace", "John", "Ken", "Leslie",
+    "Linus", "Margaret", "Niklaus", "Radia", "Tony",
+];
+
+async fn names() -> impl IntoResponse {
+    (
+        [(http::header::CACHE_CONTROL, "public, max-age=5")],
+        axum::Json(NAMES),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct SlowParams {
+    ms: Option<u64>,
+}
+
+async fn slow(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(p): ApiQuery<SlowParams>,
+) -> Result<String, Problem> {
+    let ms = p.ms.unwrap_or(100);
+    if ms > state.config.demo.slow_max_ms {
+        return Err(
+            Problem::new(StatusCode::BAD_REQUEST, "Bad Request").detail(format!(
+                "ms must be at most {} (got {ms})",
+                state.config.demo.slow_max_ms
+            )),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(format!("slept {ms} ms\n"))
+}
+
+#[derive(Debug, Deserialize)]
+struct FlakyParams {
+    fail_pct: Option<u8>,
+}
+
+async fn flaky(ApiQuery(p): ApiQuery<FlakyParams>) -> Result<&'static str, Problem> {
+    let pct = p.fail_pct.unwrap_or(50);
+    if pct > 100 {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "Bad Request")
+            .detail(format!("fail_pct must be between 0 and 100 (got {pct})")));
+    }
+    if fastrand::u8(0..100) < pct {
+        return Err(
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                .detail("the flaky endpoint failed on purpose"),
+        );
+    }
+    Ok("ok\n")
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "Not Found").detail("no route matches this path")
+}

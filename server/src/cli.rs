@@ -1,0 +1,230 @@
+//! The `palisade` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use toml::Value;
+
+use crate::app::{self, AppState};
+use crate::config::{self, Config, LogFormat, Overrides};
+use crate::serve;
+
+/// Exit code for invalid configuration or usage (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// The Palisade reference server: the seed REST API behind every Palisade layer.
+///
+/// Configuration comes from embedded defaults, then the TOML file (`--config` or
+/// `PALISADE_CONFIG`), then `PALISADE_*` environment variables, then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, about, long_about)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (server.bind).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Number of worker processes, 0 for one per CPU (workers.count).
+    #[arg(long, short = 'w', value_name = "N")]
+    pub workers: Option<u64>,
+    /// Serve in this process, without a supervisor (workers.single_process).
+    #[arg(long)]
+    pub single_process: bool,
+    /// Listen backlog (server.backlog).
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<u64>,
+    /// Admin endpoint address (admin.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<String>,
+    /// Admin bearer token file (admin.token_file).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Log format: pretty, compact or json (log.format).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. `info` or `palisade=debug` (log.level).
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Sets any configuration key, e.g. `--set server.max_headers=50` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Prints the effective configuration with the source of every value, then exits.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Args {
+    /// The command-line settings as (dotted key, value, flag).
+    pub fn settings(&self) -> Result<Vec<(String, Value, String)>, String> {
+        let mut out = Vec::new();
+        let mut push = |key: &str, value: Value, flag: &str| {
+            out.push((key.to_owned(), value, flag.to_owned()));
+        };
+        if let Some(v) = &self.bind {
+            push("server.bind", Value::String(v.clone()), "--bind");
+        }
+        if let Some(v) = self.workers {
+            push("workers.count", int(v), "--workers");
+        }
+        if self.single_process {
+            push(
+                "workers.single_process",
+                Value::Boolean(true),
+                "--single-process",
+            );
+        }
+        if let Some(v) = self.backlog {
+            push("server.backlog", int(v), "--backlog");
+        }
+        if let Some(v) = &self.admin_addr {
+            push("admin.addr", Value::String(v.clone()), "--admin-addr");
+        }
+        if let Some(v) = &self.admin_token_file {
+            push(
+                "admin.token_file",
+                Value::String(v.display().to_string()),
+                "--admin-token-file",
+            );
+        }
+        if let Some(v) = &self.log_format {
+            push("log.format", Value::String(v.clone()), "--log-format");
+        }
+        if let Some(v) = &self.log_level {
+            push("log.level", Value::String(v.clone()), "--log-level");
+        }
+        for item in &self.set {
+            let (key, raw) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--set expects KEY=VALUE (got {item:?})"))?;
+            push(key.trim(), config::parse_value(raw.trim()), "--set");
+        }
+        Ok(out)
+    }
+}
+
+fn int(v: u64) -> Value {
+    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Runs the `palisade` command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let cli = match args.settings() {
+        Ok(cli) => cli,
+        Err(message) => return usage_error(&message),
+    };
+    let overrides = Overrides {
+        file: args.config.clone().or_else(|| config::default_file(&env)),
+        env,
+        cli,
+    };
+    let loaded = match config::load(&overrides) {
+        Ok(loaded) => loaded,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    if args.print_config {
+        print!("{}", loaded.render());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&loaded.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("palisade: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_single(loaded.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "server failed");
+            eprintln!("palisade: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("palisade: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.pretty().try_init(),
+        LogFormat::Compact => builder.compact().try_init(),
+    };
+}
+
+/// Serves in this process until SIGTERM/SIGINT, then drains.
+async fn run_single(config: Config) -> std::io::Result<()> {
+    let listener = serve::bind(&config.server)?;
+    let addr = serve::local_addr(&listener);
+    let state = Arc::new(AppState::new(config.clone(), 0));
+    let app = app::build(Arc::clone(&state));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let drain_delay = config.shutdown.drain_delay();
+    let drainer_state = Arc::clone(&state);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!(
+            ?drain_delay,
+            "signal received: draining (readiness now 503)"
+        );
+        drainer_state.set_ready(false);
+        tokio::select! {
+            () = tokio::time::sleep(drain_delay) => {}
+            _ = term.recv() => std::process::exit(1),
+            _ = int.recv() => std::process::exit(1),
+        }
+        let _ = stop_tx.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+
+    state.set_ready(true);
+    tracing::info!(addr = ?addr, pid = std::process::id(), "palisade serving (single process)");
+    let report = serve::serve(
+        listener,
+        app,
+        &config.server,
+        stop_rx,
+        config.shutdown.graceful_timeout(),
+    )
+    .await?;
+    if report.cut_connections > 0 {
+        tracing::warn!(
+            cut = report.cut_connections,
+            "drain deadline reached; connections cut"
+        );
+    } else {
+        tracing::info!("drained cleanly");
+    }
+    Ok(())
+}

@@ -1,0 +1,669 @@
+//! Configuration: embedded defaults < TOML file < `PALISADE_*` environment < command line.
+//!
+//! Every key has a dotted name (`server.backlog`), an environment variable (`PALISADE_SERVER_BACKLOG`)
+//! and, for the common ones, a CLI flag; any key can also be set with `--set server.backlog=1024`.
+//! [`Loaded::render`] prints the effective configuration with the source of every value
+//! (`palisade --print-config`). Invalid configuration is one clear message naming the key; the
+//! binary exits with code 64 (`EX_USAGE`).
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// The whole configuration of the reference server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The public HTTP listener and connection handling.
+    pub server: ServerConfig,
+    /// Worker processes and their lifecycle.
+    pub workers: WorkersConfig,
+    /// The admin endpoint.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Graceful drain.
+    pub shutdown: ShutdownConfig,
+    /// The demo routes (`/slow`, `/flaky`).
+    pub demo: DemoConfig,
+}
+
+/// The public HTTP listener and connection handling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub bind: SocketAddr,
+    /// Listen backlog (`listen(2)`); the kernel caps it at `net.core.somaxconn`.
+    pub backlog: u32,
+    /// Disable Nagle's algorithm on accepted connections.
+    pub tcp_nodelay: bool,
+    /// Set `SO_REUSEPORT` on the listener (lets several servers share a port).
+    pub reuse_port: bool,
+    /// Close keep-alive connections idle for this long, seconds (0 disables keep-alive).
+    pub keep_alive_timeout_secs: u64,
+    /// Close connections whose request headers have not all arrived within this long,
+    /// milliseconds (slowloris protection).
+    pub header_read_timeout_ms: u64,
+    /// Most request headers accepted (more → 431).
+    pub max_headers: usize,
+    /// Largest request head (request line + headers) in bytes (more → 431).
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes (more → 413).
+    pub body_limit_bytes: usize,
+    /// Serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1.
+    pub http2: bool,
+    /// Most concurrently open client connections per process; more wait in the backlog.
+    pub max_connections: usize,
+}
+
+/// Worker processes and their lifecycle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// Number of worker processes; 0 means one per CPU.
+    pub count: usize,
+    /// Serve in this process without a supervisor.
+    pub single_process: bool,
+}
+
+/// The admin endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin API.
+    pub enabled: bool,
+    /// Address of the admin listener (loopback unless `allow_non_loopback`).
+    pub addr: SocketAddr,
+    /// File holding the read-write bearer token; created with mode 0600 when missing.
+    pub token_file: Option<PathBuf>,
+    /// Permit binding the admin API to a non-loopback address.
+    pub allow_non_loopback: bool,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty`, `compact` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `palisade=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-friendly, multi-line.
+    Pretty,
+    /// Human-friendly, one line per event.
+    Compact,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Graceful drain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After a drain starts, readiness answers 503 for this long before the listener stops
+    /// accepting, so load balancers notice; milliseconds.
+    pub drain_delay_ms: u64,
+    /// Longest a drain waits for in-flight requests before cutting them; seconds.
+    pub graceful_timeout_secs: u64,
+}
+
+/// The demo routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Longest delay `/slow?ms=` accepts, milliseconds.
+    pub slow_max_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            backlog: 4096,
+            tcp_nodelay: true,
+            reuse_port: false,
+            keep_alive_timeout_secs: 75,
+            header_read_timeout_ms: 10_000,
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+            body_limit_bytes: 16 * 1024 * 1024,
+            http2: true,
+            max_connections: 25_000,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token_file: None,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Compact,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay_ms: 1_000,
+            graceful_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            slow_max_ms: 30_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// The keep-alive idle timeout (`None`: keep-alive disabled).
+    pub fn keep_alive_timeout(&self) -> Option<Duration> {
+        (self.keep_alive_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.keep_alive_timeout_secs))
+    }
+}
+
+impl ShutdownConfig {
+    /// The drain delay.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+
+    /// The graceful timeout.
+    pub fn graceful_timeout(&self) -> Duration {
+        Duration::from_secs(self.graceful_timeout_secs)
+    }
+}
+
+impl Config {
+    /// Checks cross-field and range rules; every violation names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let s = &self.server;
+        if s.backlog == 0 {
+            problems.push("server.backlog must be at least 1 (got 0)".to_owned());
+        }
+        if s.header_read_timeout_ms == 0 {
+            problems.push("server.header_read_timeout_ms must be at least 1 (got 0)".to_owned());
+        }
+        if s.max_headers == 0 || s.max_headers > 10_000 {
+            problems.push(format!(
+                "server.max_headers must be between 1 and 10000 (got {})",
+                s.max_headers
+            ));
+        }
+        if s.max_header_bytes < 1024 {
+            problems.push(format!(
+                "server.max_header_bytes must be at least 1024 (got {})",
+                s.max_header_bytes
+            ));
+        }
+        if s.max_connections == 0 {
+            problems.push("server.max_connections must be at least 1 (got 0)".to_owned());
+        }
+        if self.workers.count > 1024 {
+            problems.push(format!(
+                "workers.count must be at most 1024 (got {})",
+                self.workers.count
+            ));
+        }
+        if self.admin.enabled
+            && !self.admin.allow_non_loopback
+            && !self.admin.addr.ip().is_loopback()
+        {
+            problems.push(format!(
+                "admin.addr {} is not a loopback address; set admin.allow_non_loopback = true to \
+                 expose the admin API beyond this machine",
+                self.admin.addr
+            ));
+        }
+        if self.shutdown.graceful_timeout_secs == 0 {
+            problems.push("shutdown.graceful_timeout_secs must be at least 1 (got 0)".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("; ")))
+        }
+    }
+
+    /// The number of workers to run (`workers.count`, or the number of CPUs when 0).
+    pub fn worker_count(&self) -> usize {
+        match self.workers.count {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, or a value has the wrong type.
+    #[error("invalid configuration{origin}: {message}")]
+    Parse {
+        /// Where the bad value came from, e.g. ` in /etc/palisade.toml`.
+        origin: String,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A key that does not exist.
+    #[error("unknown configuration key `{key}` (from {origin})")]
+    UnknownKey {
+        /// The dotted key.
+        key: String,
+        /// Where it came from.
+        origin: Source,
+    },
+    /// A value that breaks a rule.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The embedded default.
+    Default,
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Cli(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Env(v) => write!(f, "env {v}"),
+            Self::Cli(flag) => write!(f, "cli {flag}"),
+        }
+    }
+}
+
+/// A loaded configuration and the source of every value.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: Config,
+    /// The source of each dotted key.
+    pub sources: BTreeMap<String, Source>,
+    /// The config file, if one was read.
+    pub file: Option<PathBuf>,
+}
+
+/// Inputs to [`load`]: the file, the environment and command-line overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// The config file, if any.
+    pub file: Option<PathBuf>,
+    /// Environment variables (name, value); only `PALISADE_*` ones are considered.
+    pub env: Vec<(String, String)>,
+    /// Command-line settings as (dotted key, TOML value, flag name).
+    pub cli: Vec<(String, Value, String)>,
+}
+
+/// The environment variable for a dotted key: `server.backlog` → `PALISADE_SERVER_BACKLOG`.
+pub fn env_var_for(key: &str) -> String {
+    format!("PALISADE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Parses a string as a TOML value (number, bool, array...), falling back to a plain string.
+pub fn parse_value(raw: &str) -> Value {
+    format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+/// Loads the configuration from defaults, the file, the environment and the command line, in
+/// increasing precedence, and validates it.
+pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    let defaults = Value::try_from(Config::default()).map_err(|e| ConfigError::Parse {
+        origin: " (defaults)".into(),
+        message: e.to_string(),
+    })?;
+    let mut flat = BTreeMap::new();
+    flatten("", &defaults, &mut flat);
+    // Optional keys without a default (None) are not serialized; list them explicitly.
+    for key in OPTIONAL_KEYS {
+        flat.entry((*key).to_owned())
+            .or_insert(Value::String(String::new()));
+    }
+    let known: Vec<String> = flat.keys().cloned().collect();
+    let mut sources: BTreeMap<String, Source> =
+        known.iter().map(|k| (k.clone(), Source::Default)).collect();
+    for key in OPTIONAL_KEYS {
+        flat.remove(*key);
+    }
+
+    if let Some(path) = &overrides.file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: format!(" in {}", path.display()),
+                message: e.to_string(),
+            })?;
+        let mut file_flat = BTreeMap::new();
+        flatten("", &Value::Table(table), &mut file_flat);
+        for (key, value) in file_flat {
+            if !known.contains(&key) {
+                return Err(ConfigError::UnknownKey {
+                    key,
+                    origin: Source::File(path.clone()),
+                });
+            }
+            sources.insert(key.clone(), Source::File(path.clone()));
+            flat.insert(key, value);
+        }
+    }
+
+    for key in &known {
+        let var = env_var_for(key);
+        if let Some((_, raw)) = overrides.env.iter().find(|(k, _)| *k == var) {
+            flat.insert(key.clone(), parse_value(raw));
+            sources.insert(key.clone(), Source::Env(var));
+        }
+    }
+    for (name, _) in &overrides.env {
+        let is_key = known.iter().any(|k| env_var_for(k) == *name);
+        if name.starts_with("PALISADE_") && !is_key && !NON_KEY_ENV.contains(&name.as_str()) {
+            return Err(ConfigError::UnknownKey {
+                key: name.clone(),
+                origin: Source::Env(name.clone()),
+            });
+        }
+    }
+
+    for (key, value, flag) in &overrides.cli {
+        if !known.contains(key) {
+            return Err(ConfigError::UnknownKey {
+                key: key.clone(),
+                origin: Source::Cli(flag.clone()),
+            });
+        }
+        flat.insert(key.clone(), value.clone());
+        sources.insert(key.clone(), Source::Cli(flag.clone()));
+    }
+
+    let config = deserialize(&flat, &sources)?;
+    config.validate()?;
+    Ok(Loaded {
+        config,
+        sources,
+        file: overrides.file.clone(),
+    })
+}
+
+/// Keys of `Option` fields, which have no value by default.
+const OPTIONAL_KEYS: &[&str] = &["admin.token_file"];
+
+/// `PALISADE_*` variables that are not configuration keys.
+const NON_KEY_ENV: &[&str] = &[
+    "PALISADE_CONFIG",
+    "PALISADE_REQUIRE_REDIS",
+    "PALISADE_BIN",
+    "PALISADE_REDIS_SERVER",
+    "PALISADE_WORKER",
+    "PALISADE_ADMIN_TOKEN",
+];
+
+fn deserialize(
+    flat: &BTreeMap<String, Value>,
+    sources: &BTreeMap<String, Source>,
+) -> Result<Config, ConfigError> {
+    let mut root = Table::new();
+    for (key, value) in flat {
+        let mut table = &mut root;
+        let mut parts = key.split('.').peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                table.insert(part.to_owned(), value.clone());
+            } else {
+                table = table
+                    .entry(part)
+                    .or_insert_with(|| Value::Table(Table::new()))
+                    .as_table_mut()
+                    .expect("config sections are tables");
+            }
+        }
+    }
+    // Round-trip through text so the parser's message names the offending key.
+    let text = toml::to_string(&root).map_err(|e| ConfigError::Parse {
+        origin: String::new(),
+        message: e.to_string(),
+    })?;
+    toml::from_str::<Config>(&text).map_err(|e| {
+        let message = e.message().to_owned();
+        let key = e
+            .span()
+            .and_then(|span| key_at(&text, span.start))
+            .unwrap_or_default();
+        let origin = sources
+            .get(&key)
+            .map(|s| format!(" at `{key}` (from {s})"))
+            .unwrap_or_default();
+        ConfigError::Parse { origin, message }
+    })
+}
+
+/// The dotted key whose value is at byte `offset` in a TOML document written by `toml`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let mut section = String::new();
+    let mut pos = 0;
+    for line in text.lines() {
+        let end = pos + line.len();
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim_matches(|c| c == '[' || c == ']').to_owned();
+        } else if offset >= pos && offset <= end {
+            let key = trimmed.split('=').next()?.trim().trim_matches('"');
+            return Some(if section.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{section}.{key}")
+            });
+        }
+        pos = end + 1;
+    }
+    None
+}
+
+fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+    match value {
+        Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.clone());
+        }
+    }
+}
+
+impl Loaded {
+    /// The effective configuration as TOML, each value annotated with its source.
+    pub fn render(&self) -> String {
+        let value = Value::try_from(&self.config).unwrap_or(Value::Table(Table::new()));
+        let mut flat = BTreeMap::new();
+        flatten("", &value, &mut flat);
+        let mut out = String::new();
+        let mut section = String::new();
+        for (key, source) in &self.sources {
+            let (sec, name) = key.rsplit_once('.').unwrap_or(("", key));
+            if sec != section {
+                let _ = writeln!(out, "{}[{sec}]", if out.is_empty() { "" } else { "\n" });
+                section = sec.to_owned();
+            }
+            let shown = flat
+                .get(key)
+                .map_or_else(|| "# (unset)".to_owned(), |v| v.to_string());
+            let _ = writeln!(
+                out,
+                "{name} = {shown}  # {source}; env {}",
+                env_var_for(key)
+            );
+        }
+        out
+    }
+}
+
+/// Where `palisade` looks for a config file when none is given: `PALISADE_CONFIG`, else none.
+pub fn default_file(env: &[(String, String)]) -> Option<PathBuf> {
+    env.iter()
+        .find(|(k, _)| k == "PALISADE_CONFIG")
+        .map(|(_, v)| Path::new(v).to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let loaded = load(&Overrides::default()).unwrap();
+        assert_eq!(loaded.config, Config::default());
+        assert!(loaded.sources.values().all(|s| *s == Source::Default));
+    }
+
+    #[test]
+    fn precedence_file_env_cli() {
+        let dir = std::env::temp_dir().join(format!("palisade-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.toml");
+        std::fs::write(
+            &file,
+            "[server]\nbacklog = 10\nmax_headers = 50\ntcp_nodelay = false\n",
+        )
+        .unwrap();
+        let loaded = load(&Overrides {
+            file: Some(file.clone()),
+            env: env(&[
+                ("PALISADE_SERVER_BACKLOG", "20"),
+                ("PALISADE_SERVER_MAX_HEADERS", "60"),
+            ]),
+            cli: vec![(
+                "server.backlog".into(),
+                Value::Integer(30),
+                "--backlog".into(),
+            )],
+        })
+        .unwrap();
+        assert_eq!(loaded.config.server.backlog, 30);
+        assert_eq!(loaded.config.server.max_headers, 60);
+        assert!(!loaded.config.server.tcp_nodelay);
+        assert_eq!(
+            loaded.sources["server.backlog"],
+            Source::Cli("--backlog".into())
+        );
+        assert_eq!(
+            loaded.sources["server.max_headers"],
+            Source::Env("PALISADE_SERVER_MAX_HEADERS".into())
+        );
+        assert_eq!(loaded.sources["server.tcp_nodelay"], Source::File(file));
+        let rendered = loaded.render();
+        assert!(
+            rendered.contains("backlog = 30  # cli --backlog"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = load(&Overrides {
+            env: env(&[("PALISADE_SERVER_BACKLOG", "lots")]),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.backlog"), "{err}");
+        assert!(err.contains("PALISADE_SERVER_BACKLOG"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = load(&Overrides {
+            env: env(&[("PALISADE_SERVER_BAKLOG", "1")]),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn rules_are_checked() {
+        let err = load(&Overrides {
+            cli: vec![(
+                "admin.addr".into(),
+                Value::String("0.0.0.0:9901".into()),
+                "--admin-addr".into(),
+            )],
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("admin.addr"), "{err}");
+    }
+}

@@ -1,0 +1,14 @@
+//! # palisade-server
+//!
+//! The Palisade reference server: the seed REST API behind every Palisade layer, served by a
+//! supervisor and worker processes (or a single process), with an admin endpoint.
+//!
+//! The binary is `palisade`; `palisade --help` lists every option and `palisade --print-config`
+//! shows the effective configuration and where each value came from.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod serve;

@@ -1,0 +1,218 @@
+//! The `palisade` binary, spawned for end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, is_listening, wait_until};
+
+/// Path of the `palisade` binary built next to the running test (or `PALISADE_BIN`).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("PALISADE_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target directory");
+    let bin = dir.join("palisade");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it first (cargo build -p palisade-server) or set PALISADE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `palisade` process on a free port, killed (SIGKILL, by PID) on drop.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Option<Child>,
+    /// The public listener.
+    pub addr: SocketAddr,
+    /// The admin listener (when the server was started with one).
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    admin: bool,
+    ready_path: Option<String>,
+}
+
+impl ServerBuilder {
+    /// Adds command-line arguments.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an environment variable.
+    #[must_use]
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Also binds the admin endpoint on a free port (`--admin-addr`).
+    #[must_use]
+    pub fn with_admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+
+    /// Waits for `GET path` to answer 200 instead of `/health/ready`.
+    #[must_use]
+    pub fn ready_path(mut self, path: &str) -> Self {
+        self.ready_path = Some(path.to_owned());
+        self
+    }
+
+    /// Spawns the server and waits (up to 20 s) until it answers 200 on its ready path.
+    ///
+    /// # Panics
+    /// When it does not become ready.
+    pub fn spawn(self) -> ServerProcess {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cmd = Command::new(binary());
+        cmd.arg("--bind").arg(addr.to_string());
+        let admin_addr = self
+            .admin
+            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        if let Some(a) = admin_addr {
+            cmd.arg("--admin-addr").arg(a.to_string());
+        }
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().expect("spawn palisade");
+        let mut server = ServerProcess {
+            child: Some(child),
+            addr,
+            admin_addr,
+        };
+        let path = self
+            .ready_path
+            .unwrap_or_else(|| "/health/ready".to_owned());
+        let ready = wait_until(Duration::from_secs(20), || {
+            if let Some(status) = server.try_wait() {
+                panic!("palisade exited before it was ready: {status}");
+            }
+            is_listening(addr) && blocking_status(addr, &path) == Some(200)
+        });
+        assert!(ready, "palisade did not become ready on {addr}");
+        server
+    }
+}
+
+impl ServerProcess {
+    /// A builder for a server with extra arguments.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Starts a single-process server with defaults.
+    pub fn start() -> Self {
+        Self::builder().spawn()
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The admin endpoint URL for `path`.
+    ///
+    /// # Panics
+    /// When the server was started without an admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.admin_addr.expect("started with_admin"),
+            path
+        )
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        crate::kill_pid(self.pid(), signal);
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                // Kill the whole process group we started, by PID: workers die with the
+                // supervisor anyway (PDEATHSIG), this just makes it immediate.
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A blocking `GET path` over a fresh connection; the status, if any answer came.
+pub fn blocking_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    crate::http::raw_status(&buf[..n])
+}

@@ -1,0 +1,197 @@
+//! End-to-end tests of the reference API on a real `palisade` process over real sockets.
+
+use http::Method;
+use palisade_tests::http::Client;
+use palisade_tests::server::ServerProcess;
+use serde_json::json;
+
+#[tokio::test]
+async fn users_crud_happy_path() {
+    let server = ServerProcess::start();
+    let client = Client::new();
+
+    let res = client
+        .get(&server.url("/api/v1/users?limit=2&offset=1"))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200);
+    let page = res.json();
+    assert_eq!(page["users"].as_array().unwrap().len(), 2);
+    assert_eq!(page["users"][0]["id"], 2);
+    assert_eq!(page["total"], 3);
+
+    let body = json!({"name": "Barbara Liskov", "email": "barbara@example.com"});
+    let res = client
+        .json(Method::POST, &server.url("/api/v1/users"), &[], &body)
+        .await
+        .unwrap();
+    assert_eq!(res.status, 201);
+    let id = res.json()["id"].as_u64().unwrap();
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/api/v1/users/{id}").as_str())
+    );
+
+    let res = client
+        .get(&server.url(&format!("/api/v1/users/{id}")))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["name"], "Barbara Liskov");
+
+    let body = json!({"name": "B. Liskov", "email": "bl@example.com"});
+    let url = server.url(&format!("/api/v1/users/{id}"));
+    let res = client.json(Method::PUT, &url, &[], &body).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["email"], "bl@example.com");
+
+    let res = client.request(Method::DELETE, &url, &[], "").await.unwrap();
+    assert_eq!(res.status, 204);
+    let res = client.get(&url).await.unwrap();
+    assert_eq!(res.status, 404);
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
+}
+
+#[tokio::test]
+async fn users_error_paths_are_problem_documents() {
+    let server = ServerProcess::start();
+    let client = Client::new();
+    let users = server.url("/api/v1/users");
+
+    // Malformed JSON → 400.
+    let res = client
+        .request(
+            Method::POST,
+            &users,
+            &[("content-type", "application/json")],
+            "{\"name\":",
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status, 400);
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
+    assert_eq!(res.json()["status"], 400);
+
+    // Wrong shape → 422; missing content type → 415.
+    let res = client
+        .json(Method::POST, &users, &[], &json!({"name": 5}))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 422);
+    let res = client
+        .request(Method::POST, &users, &[], "{}")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 415);
+
+    // Invalid values → 422 naming both fields.
+    let res = client
+        .json(
+            Method::POST,
+            &users,
+            &[],
+            &json!({"name": "", "email": "nope"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status, 422);
+    let fields: Vec<_> = res.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fields, ["name", "email"]);
+
+    // Duplicate email → 409.
+    let res = client
+        .json(
+            Method::POST,
+            &users,
+            &[],
+            &json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status, 409);
+
+    // Bad ids → 400, unknown → 404, bad paging → 400.
+    for path in [
+        "/api/v1/users/abc",
+        "/api/v1/users/0",
+        "/api/v1/users/-1",
+        "/api/v1/users/%FF%FE",
+    ] {
+        let res = client.get(&server.url(path)).await.unwrap();
+        assert_eq!(res.status, 400, "{path}");
+    }
+    let res = client
+        .get(&server.url("/api/v1/users/999999"))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 404);
+    let res = client
+        .get(&server.url("/api/v1/users?limit=0"))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 400);
+    let res = client
+        .get(&server.url("/api/v1/users?limit=x"))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 400);
+    let res = client.get(&server.url("/no/such/../route")).await.unwrap();
+    assert_eq!(res.status, 404);
+}
+
+#[tokio::test]
+async fn demo_and_health_routes() {
+    let server = ServerProcess::start();
+    let client = Client::new();
+    let res = client.get(&server.url("/plaintext")).await.unwrap();
+    assert_eq!(
+        (res.status.as_u16(), res.text().as_str()),
+        (200, "Hello, World!")
+    );
+    let res = client.get(&server.url("/names")).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert!(res.json().as_array().unwrap().iter().any(|n| n == "Grace"));
+    let res = client.get(&server.url("/slow?ms=20")).await.unwrap();
+    assert_eq!(res.status, 200);
+    let res = client.get(&server.url("/slow?ms=999999999")).await.unwrap();
+    assert_eq!(res.status, 400);
+    let res = client
+        .get(&server.url("/flaky?fail_pct=100"))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 500);
+    let res = client.get(&server.url("/flaky?fail_pct=0")).await.unwrap();
+    assert_eq!(res.status, 200);
+    let res = client
+        .get(&server.url("/flaky?fail_pct=101"))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 400);
+
+    assert_eq!(
+        client
+            .get(&server.url("/health/live"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        client
+            .get(&server.url("/health/ready"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let res = client.get(&server.url("/health/worker")).await.unwrap();
+    let worker = res.json();
+    assert_eq!(worker["pid"], server.pid());
+    assert_eq!(worker["worker_id"], 0);
+    assert!(worker["in_flight"].as_u64().unwrap() >= 1);
+}
