@@ -1,11 +1,27 @@
 //! `palisade-top`: a live terminal dashboard for Palisade servers.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
 use clap::Parser;
+use crossterm::event::EventStream;
+use palisade_top::app::{self, RunConfig};
+use palisade_top::client::{AdminClient, Timeouts};
+use palisade_top::connection::ConnectionConfig;
+use palisade_top::format::{local_utc_offset_secs, now_ms};
+use palisade_top::state::State;
+use palisade_top::view::Styles;
+use palisade_top::{TokenSource, default_token_path, term};
 
 /// A live terminal dashboard for Palisade servers: workers, latency, throughput, status codes,
 /// limits, breakers and caches, with limits adjustable at runtime.
+///
+/// With no flags it watches the local reference server (http://127.0.0.1:9901) using the
+/// token file the server writes ($XDG_STATE_HOME/palisade/admin.token, or
+/// ~/.local/state/palisade/admin.token). Press ? inside for every key.
 #[derive(Debug, Parser)]
-#[command(name = "palisade-top", version, about, long_about = None)]
+#[command(name = "palisade-top", version, about, long_about)]
 struct Args {
     /// Admin endpoint of the server to watch.
     #[arg(
@@ -14,19 +30,80 @@ struct Args {
         env = "PALISADE_TOP_URL"
     )]
     url: String,
-    /// File holding the admin bearer token (the server prints its path at first start).
-    #[arg(long, env = "PALISADE_TOP_TOKEN_FILE")]
-    token_file: Option<std::path::PathBuf>,
-    /// The admin bearer token itself.
-    #[arg(long, env = "PALISADE_TOP_TOKEN", conflicts_with = "token_file")]
+    /// File holding the admin bearer token (re-read on every reconnect).
+    #[arg(long, value_name = "PATH", env = "PALISADE_TOP_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The admin bearer token itself (prefer --token-file or PALISADE_ADMIN_TOKEN: command
+    /// lines are visible to other users).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     token: Option<String>,
+    /// Snapshot period when the server has no event stream, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    poll_interval_ms: u64,
+    /// No colours (same as setting NO_COLOR).
+    #[arg(long)]
+    no_color: bool,
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
-    eprintln!(
-        "palisade-top: the dashboard is not built yet; it will connect to {} (run with --help for options)",
-        args.url
+    let token = TokenSource::resolve(
+        args.token,
+        args.token_file,
+        std::env::var("PALISADE_ADMIN_TOKEN").ok(),
+        default_token_path(),
     );
-    std::process::exit(69);
+    let client = match AdminClient::new(&args.url, token.clone(), Timeouts::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("palisade-top: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let styles = if args.no_color {
+        Styles::new(false)
+    } else {
+        Styles::from_env()
+    };
+    let state = State::new(client.base_url(), now_ms())
+        .with_token_hint(token.describe())
+        .with_utc_offset(local_utc_offset_secs());
+    let config = RunConfig {
+        connection: ConnectionConfig {
+            poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),
+            ..ConnectionConfig::default()
+        },
+        ..RunConfig::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("palisade-top: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        let (mut terminal, guard) = term::init()?;
+        let result = app::run(
+            &mut terminal,
+            EventStream::new(),
+            state,
+            client,
+            config,
+            styles,
+        )
+        .await;
+        drop(guard);
+        result
+    });
+    match outcome {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palisade-top: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -22,5 +22,17 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+#[cfg(feature = "admin")]
+pub mod admin;
+#[cfg(feature = "cache")]
+pub mod cache;
+#[cfg(feature = "circuit-breaker")]
+pub mod circuit_breaker;
 pub mod control;
+#[cfg(feature = "observe")]
+pub mod observe;
 pub mod problem;
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;

@@ -10,6 +10,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::limit::RequestBodyLimitLayer;
 
+use palisade::control::Registry;
+use palisade::control::model::StatusCounts;
+
 use crate::api::{self, users::UserStore};
 use crate::config::Config;
 
@@ -28,6 +31,10 @@ pub struct AppState {
     pub in_flight: AtomicU64,
     /// Requests completed.
     pub requests: AtomicU64,
+    /// Completed requests by status class.
+    pub status: parking_lot::Mutex<StatusCounts>,
+    /// This process's layer handles.
+    pub registry: Registry,
     ready: AtomicBool,
 }
 
@@ -41,6 +48,8 @@ impl AppState {
             started: Instant::now(),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            status: parking_lot::Mutex::new(StatusCounts::default()),
+            registry: Registry::new(),
             ready: AtomicBool::new(false),
         }
     }
@@ -69,5 +78,6 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
     let res = next.run(req).await;
     state.in_flight.fetch_sub(1, Ordering::Relaxed);
     state.requests.fetch_add(1, Ordering::Relaxed);
+    state.status.lock().record(res.status().as_u16());
     res
 }

@@ -11,7 +11,8 @@ use toml::Value;
 
 use crate::app::{self, AppState};
 use crate::config::{self, Config, LogFormat, Overrides};
-use crate::serve;
+use crate::worker::WORKER_ENV;
+use crate::{fd, serve, supervisor, worker};
 
 /// Exit code for invalid configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -133,18 +134,19 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&loaded.config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(error) => {
-            eprintln!("palisade: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let config = loaded.config;
+    let worker_id = std::env::var(WORKER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
+    let result = match worker_id {
+        Some(id) => runtime(config.workers.threads.max(1))
+            .and_then(|rt| rt.block_on(run_worker(config, id)).map(|()| 0)),
+        None if config.workers.single_process => runtime(config.workers.threads)
+            .and_then(|rt| rt.block_on(run_single(config)).map(|()| 0)),
+        None => runtime(1).and_then(|rt| rt.block_on(run_supervisor(config, overrides))),
     };
-    match runtime.block_on(run_single(loaded.config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             tracing::error!(%error, "server failed");
             eprintln!("palisade: {error}");
@@ -227,4 +229,45 @@ async fn run_single(config: Config) -> std::io::Result<()> {
         tracing::info!("drained cleanly");
     }
     Ok(())
+}
+
+/// A runtime with `threads` worker threads: one means a current-thread runtime (one event loop
+/// per process, the pre-fork model), zero means one thread per CPU.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
+
+async fn run_worker(config: Config, id: u32) -> std::io::Result<()> {
+    let missing = |what: &str| std::io::Error::other(format!("worker started without {what}"));
+    let listener = fd::take_from_env(fd::LISTEN_FD_ENV)?.ok_or_else(|| missing("a listener"))?;
+    let control =
+        fd::take_from_env(fd::CONTROL_FD_ENV)?.ok_or_else(|| missing("a control channel"))?;
+    let listener = std::net::TcpListener::from(listener);
+    listener.set_nonblocking(true)?;
+    let control = std::os::unix::net::UnixStream::from(control);
+    worker::run(config, id, listener, control).await
+}
+
+async fn run_supervisor(config: Config, overrides: Overrides) -> std::io::Result<u8> {
+    let listener = match fd::systemd_listener()? {
+        Some(fd) => {
+            let listener = std::net::TcpListener::from(fd);
+            listener.set_nonblocking(true)?;
+            listener
+        }
+        None => serve::bind(&config.server)?,
+    };
+    tracing::info!(addr = ?serve::local_addr(&listener), "listening");
+    supervisor::run(config, overrides, listener, None).await
 }

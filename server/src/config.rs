@@ -63,13 +63,33 @@ pub struct ServerConfig {
 }
 
 /// Worker processes and their lifecycle.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkersConfig {
     /// Number of worker processes; 0 means one per CPU.
     pub count: usize,
     /// Serve in this process without a supervisor.
     pub single_process: bool,
+    /// Runtime threads per worker process; 0 means one per CPU in single-process mode and one
+    /// per worker under the supervisor (the pre-fork model: one event loop per process).
+    pub threads: usize,
+    /// How often workers report to the supervisor, milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// A worker silent (no heartbeat) or lagging this long is killed and replaced, seconds.
+    pub worker_timeout_secs: u64,
+    /// A starting worker that is not ready within this long is killed, seconds.
+    pub startup_timeout_secs: u64,
+    /// Recycle a worker after this many requests (0: never).
+    pub max_requests: u64,
+    /// Up to this many requests are added at random to `max_requests` per worker, so workers
+    /// do not all recycle at once.
+    pub max_requests_jitter: u64,
+    /// Recycle a worker after this many seconds (0: never); up to 10% jitter is added.
+    pub max_age_secs: u64,
+    /// Recycle a worker whose resident memory exceeds this many MiB (0: never).
+    pub max_rss_mb: u64,
+    /// Longest wait between restarts of a crashing worker, milliseconds.
+    pub restart_backoff_max_ms: u64,
 }
 
 /// The admin endpoint.
@@ -141,6 +161,24 @@ impl Default for ServerConfig {
             body_limit_bytes: 16 * 1024 * 1024,
             http2: true,
             max_connections: 25_000,
+        }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            single_process: false,
+            threads: 0,
+            heartbeat_interval_ms: 1_000,
+            worker_timeout_secs: 30,
+            startup_timeout_secs: 30,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_age_secs: 0,
+            max_rss_mb: 0,
+            restart_backoff_max_ms: 10_000,
         }
     }
 }
@@ -247,6 +285,22 @@ impl Config {
                 "admin.addr {} is not a loopback address; set admin.allow_non_loopback = true to \
                  expose the admin API beyond this machine",
                 self.admin.addr
+            ));
+        }
+        let w = &self.workers;
+        if w.heartbeat_interval_ms == 0 {
+            problems.push("workers.heartbeat_interval_ms must be at least 1 (got 0)".to_owned());
+        }
+        if w.worker_timeout_secs == 0 || w.worker_timeout_secs * 1000 <= w.heartbeat_interval_ms {
+            problems.push(format!(
+                "workers.worker_timeout_secs ({}) must be longer than workers.heartbeat_interval_ms ({} ms)",
+                w.worker_timeout_secs, w.heartbeat_interval_ms
+            ));
+        }
+        if w.threads > 1024 {
+            problems.push(format!(
+                "workers.threads must be at most 1024 (got {})",
+                w.threads
             ));
         }
         if self.shutdown.graceful_timeout_secs == 0 {
@@ -454,6 +508,8 @@ const NON_KEY_ENV: &[&str] = &[
     "PALISADE_BIN",
     "PALISADE_REDIS_SERVER",
     "PALISADE_WORKER",
+    "PALISADE_LISTEN_FD",
+    "PALISADE_CONTROL_FD",
     "PALISADE_ADMIN_TOKEN",
 ];
 

@@ -9,6 +9,10 @@
 
 pub mod api;
 pub mod app;
+pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod fd;
 pub mod serve;
+pub mod supervisor;
+pub mod worker;

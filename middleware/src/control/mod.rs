@@ -300,6 +300,20 @@ where
     serde_json::from_value(doc).map_err(|e| vec![field_error_from_serde(&e, changes)])
 }
 
+/// Applies an RFC 7396 JSON merge-patch to `target` in place (`null` removes a member).
+///
+/// ```
+/// let mut doc = serde_json::json!({ "rate": 10, "mode": "enforce" });
+/// palisade::control::merge_json(&mut doc, &serde_json::json!({ "rate": 5, "mode": null }));
+/// assert_eq!(doc, serde_json::json!({ "rate": 5 }));
+/// ```
+pub fn merge_json(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(changes) => merge(target, changes),
+        other => *target = other.clone(),
+    }
+}
+
 fn merge(doc: &mut Value, changes: &serde_json::Map<String, Value>) {
     if !doc.is_object() {
         *doc = Value::Object(serde_json::Map::new());

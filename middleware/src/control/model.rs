@@ -176,4 +176,8 @@ pub struct AuditEntry {
     /// Settings after.
     #[serde(default)]
     pub after: serde_json::Value,
+    /// Anything else worth keeping: action arguments and result, a TTL, the entry a revert
+    /// undoes. `null` (and omitted) when there is nothing.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }

@@ -1,0 +1,181 @@
+//! The response future of [`Observe`](super::Observe).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::MatchedPath;
+use http::Response;
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tracing::instrument::Instrumented;
+
+use super::context::Echo;
+use super::layer::Shared;
+use super::metrics::{Outcome, UNMATCHED_ROUTE};
+use super::route::MatchedRoute;
+use super::trace::{log_failure, log_response};
+
+/// Per-request state; dropping it ends the request's in-flight count (also when the future is
+/// dropped before completion).
+#[derive(Debug)]
+pub(crate) struct State {
+    shared: Arc<Shared>,
+    start: Instant,
+    method: u8,
+    route: Option<MatchedPath>,
+    echo: Option<Echo>,
+    request_size: Option<u64>,
+}
+
+impl State {
+    pub(crate) fn begin(
+        shared: Arc<Shared>,
+        start: Instant,
+        method: u8,
+        route: Option<MatchedPath>,
+        echo: Option<Echo>,
+        request_size: Option<u64>,
+    ) -> Self {
+        shared.stats.start();
+        if let Some(m) = &shared.metrics {
+            m.active(method).increment(1.0);
+        }
+        Self {
+            shared,
+            start,
+            method,
+            route,
+            echo,
+            request_size,
+        }
+    }
+
+    fn finish(
+        &self,
+        route: &str,
+        status: u16,
+        response_size: Option<u64>,
+        now: Instant,
+        latency: Duration,
+    ) {
+        if let Some(m) = &self.shared.metrics {
+            m.record(&Outcome {
+                method: self.method,
+                route,
+                status,
+                seconds: latency.as_secs_f64(),
+                request_size: self.request_size,
+                response_size,
+            });
+        }
+        self.shared.stats.record_at(route, status, latency, now);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.shared.stats.end();
+        if let Some(m) = &self.shared.metrics {
+            m.active(self.method).decrement(1.0);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Observe`](super::Observe).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        state: Option<State>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: Instrumented<F>, state: State) -> Self {
+        Self {
+            inner,
+            state: Some(state),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+    E: fmt::Display,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let result = std::task::ready!(this.inner.as_mut().poll(cx));
+        let Some(mut state) = this.state.take() else {
+            return Poll::Ready(result);
+        };
+        let span = this.inner.span();
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(state.start);
+        let trace = &state.shared.config.trace;
+        match result {
+            Ok(mut res) => {
+                let status = res.status().as_u16();
+                let response_size = if state.shared.config.body_sizes {
+                    res.body().size_hint().exact().filter(|n| *n > 0)
+                } else {
+                    None
+                };
+                // Known at request time (layer inside the router), or told by RouteLayer.
+                let late = if state.route.is_some() {
+                    None
+                } else {
+                    Some(MatchedRoute::new(
+                        res.extensions().get::<MatchedPath>().cloned(),
+                    ))
+                };
+                let route = match (&state.route, &late) {
+                    (Some(p), _) => p.as_str(),
+                    (None, Some(r)) => r.as_str(),
+                    (None, None) => UNMATCHED_ROUTE,
+                };
+                if late.is_some() {
+                    span.record("http.route", route);
+                }
+                log_response(trace, span, status, latency);
+                state.finish(route, status, response_size, now, latency);
+                if let Some(echo) = state.echo.take() {
+                    echo.apply(&mut res);
+                }
+                if let Some(late) = late {
+                    res.extensions_mut().insert(late);
+                }
+                Poll::Ready(Ok(res))
+            }
+            Err(error) => {
+                let route = state
+                    .route
+                    .as_ref()
+                    .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+                if state.route.is_none() {
+                    span.record("http.route", route);
+                }
+                log_failure(trace, span, &error, latency);
+                state.finish(route, 0, None, now, latency);
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The [`Observe`] service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::MatchedPath;
+use http::{Request, Response, header};
+use http_body::Body;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::context;
+use super::future::{ResponseFuture, State};
+use super::layer::Shared;
+use super::metrics::method_index;
+use super::trace::make_span;
+
+/// The service built by [`ObserveLayer`](super::ObserveLayer).
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Observe<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The request body size when known without reading it and not zero.
+fn request_size<B: Body>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| req.body().size_hint().exact())
+        .filter(|n| *n > 0)
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Observe<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: fmt::Display,
+    ReqBody: Body,
+    ResBody: Body,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let start = Instant::now();
+        let shared = &self.shared;
+        let config = &shared.config;
+        let echo = config
+            .request_context
+            .as_ref()
+            .map(|c| context::prepare(c, &mut req));
+        let method = method_index(req.method());
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let span = make_span(&config.trace, &req, route.as_ref().map(MatchedPath::as_str));
+        let request_size = if config.body_sizes {
+            request_size(&req)
+        } else {
+            None
+        };
+        let state = State::begin(shared.clone(), start, method, route, echo, request_size);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        ResponseFuture::new(future.instrument(span), state)
+    }
+}

@@ -1,0 +1,208 @@
+//! `RateLimit`, `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-09/10 structured
+//! fields) and `Retry-After`.
+//!
+//! ```text
+//! RateLimit-Policy: "api";q=100;w=1, "login";q=5;w=60
+//! RateLimit: "api";r=42;t=1, "login";r=0;t=12
+//! ```
+//!
+//! `q`/`w` state the policy's sustained quota (`rate` per `per`, `w` in whole seconds; a
+//! sub-second or fractional period is scaled to a whole-second window). `r` is the number of
+//! requests the key may send right now (the burst headroom, rounded down) and `t` the seconds
+//! until one more becomes available, rounded up (omitted when the bucket is full). Shadow-mode
+//! policies are never advertised.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use super::config::Limits;
+use super::gcra::{Decision, ceil_secs};
+
+/// `ratelimit`
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `ratelimit-policy`
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// The `RateLimit-Policy` item of a policy: `"name";q=Q;w=W`.
+pub(crate) fn policy_item(name: &str, limits: &Limits) -> String {
+    let (q, w) = quota_window(limits.rate, limits.per);
+    format!("\"{name}\";q={q};w={w}")
+}
+
+/// `rate` per `per` expressed as an integer quota over a whole-second window.
+fn quota_window(rate: u32, per: Duration) -> (u64, u64) {
+    let w = ceil_secs(per).max(1);
+    let per_ns = per.as_nanos().max(1);
+    let q = u128::from(rate) * u128::from(w) * 1_000_000_000 / per_ns;
+    (u64::try_from(q).unwrap_or(u64::MAX), w)
+}
+
+/// A small inline buffer for one structured-field list (no allocation until the header value is
+/// made).
+#[derive(Clone, Copy)]
+pub(crate) struct ListBuf {
+    buf: [u8; 240],
+    len: usize,
+}
+
+impl ListBuf {
+    const fn new() -> Self {
+        Self {
+            buf: [0; 240],
+            len: 0,
+        }
+    }
+
+    /// Appends one item (with the `, ` separator); an item that does not fit is dropped whole.
+    fn push(&mut self, write: impl FnOnce(&mut &mut [u8]) -> std::io::Result<()>) {
+        let start = self.len;
+        let mut rest = &mut self.buf[start..];
+        let before = rest.len();
+        let sep: &[u8] = if start == 0 { b"" } else { b", " };
+        let ok = rest.write_all(sep).is_ok() && write(&mut rest).is_ok();
+        if ok {
+            self.len = start + (before - rest.len());
+        }
+    }
+
+    fn value(&self) -> Option<HeaderValue> {
+        (self.len > 0)
+            .then(|| HeaderValue::from_bytes(&self.buf[..self.len]).ok())
+            .flatten()
+    }
+}
+
+/// The `RateLimit` and `RateLimit-Policy` lists of one request.
+#[derive(Clone, Copy)]
+pub(crate) struct HeaderAcc {
+    policy: ListBuf,
+    limit: ListBuf,
+}
+
+impl std::fmt::Debug for HeaderAcc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderAcc")
+            .field(
+                "policy",
+                &String::from_utf8_lossy(&self.policy.buf[..self.policy.len]),
+            )
+            .field(
+                "limit",
+                &String::from_utf8_lossy(&self.limit.buf[..self.limit.len]),
+            )
+            .finish()
+    }
+}
+
+impl HeaderAcc {
+    pub(crate) const fn new() -> Self {
+        Self {
+            policy: ListBuf::new(),
+            limit: ListBuf::new(),
+        }
+    }
+
+    /// Adds one enforced policy's item and its current service limit.
+    pub(crate) fn push(&mut self, name: &str, policy_item: &str, d: &Decision) {
+        self.policy.push(|w| w.write_all(policy_item.as_bytes()));
+        let t = ceil_secs(d.reset_after);
+        self.limit.push(|w| {
+            write!(w, "\"{name}\";r={}", d.remaining)?;
+            if t > 0 {
+                write!(w, ";t={t}")?;
+            }
+            Ok(())
+        });
+    }
+
+    /// The header values, if any policy was added.
+    pub(crate) fn values(&self) -> Option<(HeaderValue, HeaderValue)> {
+        Some((self.policy.value()?, self.limit.value()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::config::Mode;
+
+    fn limits(rate: u32, per: Duration) -> Limits {
+        Limits {
+            rate,
+            per,
+            burst: 1,
+            mode: Mode::Enforce,
+        }
+    }
+
+    #[test]
+    fn policy_items_use_whole_second_windows() {
+        assert_eq!(
+            policy_item("api", &limits(100, Duration::from_secs(1))),
+            "\"api\";q=100;w=1"
+        );
+        assert_eq!(
+            policy_item("m", &limits(5, Duration::from_secs(60))),
+            "\"m\";q=5;w=60"
+        );
+        assert_eq!(
+            policy_item("f", &limits(10, Duration::from_millis(100))),
+            "\"f\";q=100;w=1"
+        );
+        assert_eq!(
+            policy_item("g", &limits(3, Duration::from_millis(1500))),
+            "\"g\";q=4;w=2"
+        );
+    }
+
+    #[test]
+    fn lists_are_comma_separated_and_t_is_ceil_or_omitted() {
+        let mut acc = HeaderAcc::new();
+        acc.push(
+            "a",
+            "\"a\";q=10;w=1",
+            &Decision {
+                allowed: true,
+                remaining: 4,
+                retry_after: Duration::ZERO,
+                reset_after: Duration::from_millis(100),
+            },
+        );
+        acc.push(
+            "b",
+            "\"b\";q=1;w=60",
+            &Decision {
+                allowed: true,
+                remaining: 1,
+                retry_after: Duration::ZERO,
+                reset_after: Duration::ZERO,
+            },
+        );
+        let (p, l) = acc.values().unwrap();
+        assert_eq!(p, "\"a\";q=10;w=1, \"b\";q=1;w=60");
+        assert_eq!(l, "\"a\";r=4;t=1, \"b\";r=1");
+        assert!(HeaderAcc::new().values().is_none());
+    }
+
+    #[test]
+    fn overflowing_items_are_dropped_whole() {
+        let mut acc = HeaderAcc::new();
+        let d = Decision {
+            allowed: true,
+            remaining: 1,
+            retry_after: Duration::ZERO,
+            reset_after: Duration::ZERO,
+        };
+        let name = "x".repeat(60);
+        let item = format!("\"{name}\";q=1;w=1");
+        for _ in 0..10 {
+            acc.push(&name, &item, &d);
+        }
+        let (p, _) = acc.values().unwrap();
+        let p = p.to_str().unwrap();
+        assert!(p.ends_with(";w=1"), "{p}");
+        assert_eq!(p.matches(", ").count() + 1, p.matches(";q=1").count());
+    }
+}

@@ -1,0 +1,338 @@
+//! Serde settings for configuration files: the `[rate_limit]` table of the reference server.
+//!
+//! ```toml
+//! [rate_limit]
+//! trusted_proxies = ["10.0.0.0/8"]      # believe X-Forwarded-For only from these peers
+//! forwarded_header = "x-forwarded-for"  # or "forwarded" (RFC 7239) or "none"
+//! ipv6_prefix = 64                      # IPv6 clients keyed by /64
+//! exempt_paths = ["/health/*", "/metrics"]
+//! exempt_cidrs = ["127.0.0.1/32"]
+//! headers = "all"                       # RateLimit headers on "all", "rejected" or "none"
+//!
+//! [rate_limit.redis]                    # only needed for store = "redis"
+//! url = "redis://127.0.0.1:6379/"
+//! timeout = "50ms"
+//! prefix = "palisade:rl:"
+//!
+//! [[rate_limit.policy]]
+//! name = "api"
+//! rate = 100
+//! per = "1s"                            # or per_secs = 1
+//! burst = 20                            # default: rate
+//! key = "client_ip"                     # "global", "client_ip", "route", { header = "x-api-key" }
+//! paths = ["/api/*"]                    # default: every path
+//! methods = ["GET", "POST"]             # default: every method
+//! mode = "enforce"                      # "enforce", "shadow", "off"
+//! store = "local"                       # "local", "shm" (zone per policy, from the supervisor), "redis"
+//! max_keys = 100000                     # local store (or Redis fallback store) size
+//! failure_mode = "local_fallback"       # Redis only: "fail_open", "fail_closed", "local_fallback"
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::config::{
+    ConfigError, DEFAULT_MAX_KEYS, FailureMode, HeaderMode, Limits, Mode, PolicyConfig,
+    RateLimitConfig, StoreChoice,
+};
+use super::handle::RateLimitHandle;
+use super::key::{ForwardedHeader, KeySource};
+use super::layer::RateLimitLayer;
+use super::store::ShmZone;
+#[cfg(feature = "redis")]
+use super::store::{RedisOptions, RedisStore};
+
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+
+fn default_per() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// The `[rate_limit]` table. Build a layer with [`RateLimitSettings::layer`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Proxies whose forwarding header is believed (CIDRs).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// The header trusted proxies set.
+    #[serde(default)]
+    pub forwarded_header: ForwardedHeader,
+    /// IPv6 clients are keyed by this prefix length.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+    /// Paths never limited (`/exact`, `/prefix/*`).
+    #[serde(default)]
+    pub exempt_paths: Vec<String>,
+    /// Client networks never limited.
+    #[serde(default)]
+    pub exempt_cidrs: Vec<IpNet>,
+    /// Which responses carry `RateLimit` headers.
+    #[serde(default)]
+    pub headers: HeaderMode,
+    /// Redis connection for `store = "redis"` policies.
+    #[serde(default)]
+    pub redis: Option<RedisSettings>,
+    /// The policies (`[[rate_limit.policy]]`), evaluated in order.
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicySettings>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
+            ipv6_prefix: default_ipv6_prefix(),
+            exempt_paths: Vec::new(),
+            exempt_cidrs: Vec::new(),
+            headers: HeaderMode::default(),
+            redis: None,
+            policies: Vec::new(),
+        }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_prefix() -> String {
+    "palisade:rl:".into()
+}
+
+/// The `[rate_limit.redis]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Per-call timeout (default 50 ms); a slower answer counts as a failure.
+    #[serde(default = "default_timeout", with = "super::duration")]
+    pub timeout: Duration,
+    /// Key prefix (default `palisade:rl:`); keys are `<prefix><policy>:<key>`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+/// What a policy counts requests by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySetting {
+    /// One bucket.
+    Global,
+    /// The client IP (the default).
+    #[default]
+    ClientIp,
+    /// The route template.
+    Route,
+    /// A header's value: `key = { header = "x-api-key" }`.
+    Header(String),
+}
+
+/// Where a policy keeps its state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreSetting {
+    /// In this process (the default).
+    #[default]
+    Local,
+    /// In the policy's shared-memory zone, given in the [`BuildContext`].
+    Shm,
+    /// In Redis (`[rate_limit.redis]`).
+    Redis,
+}
+
+/// One `[[rate_limit.policy]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Unique name (letters, digits, `_`, `-`, `.`).
+    pub name: String,
+    /// Cells replenished per `per`.
+    pub rate: u32,
+    /// Replenishment period (default `1s`); `per_secs` is an alias taking seconds.
+    #[serde(default = "default_per", with = "super::duration", alias = "per_secs")]
+    pub per: Duration,
+    /// Cells that may be taken at once (default: `rate`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Enforce, shadow or off.
+    #[serde(default)]
+    pub mode: Mode,
+    /// What requests are counted by.
+    #[serde(default)]
+    pub key: KeySetting,
+    /// Path patterns the policy applies to (default: all).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Methods the policy applies to (default: all).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Where state lives.
+    #[serde(default)]
+    pub store: StoreSetting,
+    /// Local store size (or Redis fallback store size); default 100 000.
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+    /// Redis only: behaviour while Redis is unavailable.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+/// What the embedding program provides to [`RateLimitSettings::layer`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct BuildContext {
+    /// Shared-memory zones for `store = "shm"` policies, by policy name (created by the
+    /// supervisor, one per policy).
+    pub shm_zones: HashMap<String, Arc<ShmZone>>,
+    /// A Redis store to use instead of connecting to `[rate_limit.redis]`.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub redis: Option<RedisStore>,
+}
+
+impl BuildContext {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With the shared-memory zone of `policy`.
+    #[must_use]
+    pub fn with_shm_zone(mut self, policy: impl Into<String>, zone: Arc<ShmZone>) -> Self {
+        self.shm_zones.insert(policy.into(), zone);
+        self
+    }
+
+    /// With a Redis store.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[must_use]
+    pub fn with_redis(mut self, redis: RedisStore) -> Self {
+        self.redis = Some(redis);
+        self
+    }
+}
+
+fn invalid(field: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+impl RateLimitSettings {
+    /// Builds and validates the layer configuration.
+    pub fn config(&self, ctx: &BuildContext) -> Result<RateLimitConfig, ConfigError> {
+        #[cfg(feature = "redis")]
+        let mut redis = ctx.redis.clone();
+        #[cfg(feature = "redis")]
+        if redis.is_none() {
+            if let Some(r) = &self.redis {
+                let store = RedisStore::new(RedisOptions {
+                    timeout: r.timeout,
+                    prefix: r.prefix.clone(),
+                    ..RedisOptions::new(&r.url)
+                })
+                .map_err(|e| invalid("redis.url", &r.url, e.to_string()))?;
+                redis = Some(store);
+            }
+        }
+        let mut builder = RateLimitConfig::builder()
+            .trusted_proxies(self.trusted_proxies.iter().copied())
+            .forwarded_header(self.forwarded_header)
+            .ipv6_prefix(self.ipv6_prefix)
+            .exempt_cidrs(self.exempt_cidrs.iter().copied())
+            .headers(self.headers);
+        for p in &self.exempt_paths {
+            builder = builder.exempt_path(p.clone());
+        }
+        for p in &self.policies {
+            let key = match &p.key {
+                KeySetting::Global => KeySource::Global,
+                KeySetting::ClientIp => KeySource::ClientIp,
+                KeySetting::Route => KeySource::Route,
+                KeySetting::Header(h) => KeySource::Header(
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| invalid("policy.key.header", h, "is not a header name"))?,
+                ),
+            };
+            let methods = p
+                .methods
+                .iter()
+                .map(|m| {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .map_err(|_| invalid("policy.methods", m, "is not an HTTP method"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let max_keys = p.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+            let store = match p.store {
+                StoreSetting::Local => StoreChoice::Local { max_keys },
+                StoreSetting::Shm => StoreChoice::Shm(
+                    ctx.shm_zones
+                        .get(&p.name)
+                        .cloned()
+                        .ok_or_else(|| ConfigError::NoShmZone(p.name.clone()))?,
+                ),
+                #[cfg(feature = "redis")]
+                StoreSetting::Redis => StoreChoice::Redis {
+                    store: redis
+                        .clone()
+                        .ok_or_else(|| ConfigError::NoRedis(p.name.clone()))?,
+                    failure_mode: p.failure_mode,
+                    fallback_max_keys: max_keys,
+                },
+                #[cfg(not(feature = "redis"))]
+                StoreSetting::Redis => return Err(ConfigError::NoRedis(p.name.clone())),
+            };
+            builder = builder.policy(
+                PolicyConfig::builder(p.name.clone())
+                    .limits(Limits {
+                        rate: p.rate,
+                        per: p.per,
+                        burst: p.burst.unwrap_or(p.rate),
+                        mode: p.mode,
+                    })
+                    .key(key)
+                    .paths(p.paths.iter().cloned())
+                    .methods(methods)
+                    .store_choice(store),
+            );
+        }
+        builder.build()
+    }
+
+    /// Builds the layer and its handle.
+    ///
+    /// ```
+    /// use palisade::rate_limit::{BuildContext, RateLimitSettings};
+    ///
+    /// let settings: RateLimitSettings = toml::from_str(r#"
+    ///     exempt_paths = ["/health/*"]
+    ///     [[policy]]
+    ///     name = "api"
+    ///     rate = 100
+    ///     per = "1s"
+    ///     burst = 20
+    /// "#).unwrap();
+    /// let (layer, handle) = settings.layer(&BuildContext::new()).unwrap();
+    /// assert_eq!(handle.policy("api").unwrap().limits().burst, 20);
+    /// # let _ = layer;
+    /// ```
+    pub fn layer(
+        &self,
+        ctx: &BuildContext,
+    ) -> Result<(RateLimitLayer, RateLimitHandle), ConfigError> {
+        Ok(RateLimitLayer::new(self.config(ctx)?))
+    }
+}

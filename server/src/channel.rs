@@ -1,0 +1,235 @@
+//! The control channel between the supervisor and a worker: a unix socketpair carrying
+//! length-prefixed JSON messages (`u32` big-endian length, then the payload).
+//!
+//! Every message carries the protocol version; a frame that is too large, not JSON, or of
+//! another version is an error, which the supervisor answers by replacing the worker (it never
+//! crashes the supervisor).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use palisade::control::ComponentSnapshot;
+use palisade::control::model::StatusCounts;
+
+/// The control protocol version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame accepted, in bytes.
+pub const MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// A message from a worker to the supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMsg {
+    /// First message after start.
+    Hello {
+        /// Worker slot id.
+        worker_id: u32,
+        /// Process id.
+        pid: u32,
+    },
+    /// The worker accepts connections.
+    Ready,
+    /// Periodic liveness and statistics.
+    Heartbeat(Heartbeat),
+    /// The worker finished draining and is about to exit.
+    Drained {
+        /// Requests completed during the drain.
+        completed: u64,
+        /// Connections cut at the deadline.
+        cut: u64,
+    },
+    /// The answer to [`SupervisorMsg::Apply`] / [`SupervisorMsg::Action`].
+    Applied {
+        /// The request id being answered.
+        id: u64,
+        /// Error text when the worker refused it.
+        error: Option<String>,
+    },
+}
+
+/// Liveness and statistics reported every heartbeat interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Event-loop lag measured by the worker, milliseconds.
+    pub loop_lag_ms: f64,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Requests completed since the worker started.
+    pub requests: u64,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// Completed requests by status class since start.
+    #[serde(default)]
+    pub status: StatusCounts,
+    /// Latency statistics since the previous heartbeat, in the observe module's serialized form.
+    #[serde(default)]
+    pub stats: Option<Value>,
+    /// The worker's layer handles.
+    #[serde(default)]
+    pub components: Vec<ComponentSnapshot>,
+}
+
+/// A message from the supervisor to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SupervisorMsg {
+    /// Apply a settings patch to a named layer handle.
+    Apply {
+        /// Request id echoed in [`WorkerMsg::Applied`].
+        id: u64,
+        /// Component name.
+        name: String,
+        /// JSON merge-patch of the settings.
+        patch: Value,
+    },
+    /// Run an operator action on a named layer handle.
+    Action {
+        /// Request id echoed in [`WorkerMsg::Applied`].
+        id: u64,
+        /// Component name.
+        name: String,
+        /// The action.
+        action: String,
+        /// Its arguments.
+        args: Value,
+    },
+    /// Stop accepting, finish in-flight requests within `timeout_ms`, then exit.
+    Drain {
+        /// Readiness is 503 for this long before accepting stops, milliseconds.
+        delay_ms: u64,
+        /// Deadline for in-flight requests, milliseconds.
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u32,
+    #[serde(flatten)]
+    msg: T,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the channel.
+    #[error("control channel closed")]
+    Closed,
+    /// An I/O error.
+    #[error("control channel I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame over [`MAX_FRAME`].
+    #[error("control frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// Not a valid message.
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+    /// Another protocol version.
+    #[error("control protocol version {0} is not {PROTOCOL_VERSION}")]
+    Version(u32),
+}
+
+/// Encodes one message as a frame.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let payload = serde_json::to_vec(&Envelope {
+        v: PROTOCOL_VERSION,
+        msg,
+    })
+    .unwrap_or_default();
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Decodes one frame's payload.
+pub fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, FrameError> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let v = value
+        .get("v")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| FrameError::Malformed("missing protocol version".into()))?;
+    if v != u64::from(PROTOCOL_VERSION) {
+        return Err(FrameError::Version(u32::try_from(v).unwrap_or(u32::MAX)));
+    }
+    serde_json::from_value::<Envelope<T>>(value)
+        .map(|e| e.msg)
+        .map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Writes one message.
+pub async fn write<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> std::io::Result<()> {
+    w.write_all(&encode(msg)).await?;
+    w.flush().await
+}
+
+/// Reads one message.
+pub async fn read<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    decode(&payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let msg = WorkerMsg::Heartbeat(Heartbeat {
+            loop_lag_ms: 1.5,
+            in_flight: 2,
+            requests: 3,
+            ..Heartbeat::default()
+        });
+        write(&mut a, &msg).await.unwrap();
+        write(&mut a, &WorkerMsg::Ready).await.unwrap();
+        assert_eq!(read::<_, WorkerMsg>(&mut b).await.unwrap(), msg);
+        assert_eq!(
+            read::<_, WorkerMsg>(&mut b).await.unwrap(),
+            WorkerMsg::Ready
+        );
+        drop(a);
+        assert!(matches!(
+            read::<_, WorkerMsg>(&mut b).await,
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn malformed_frames_are_errors() {
+        for (frame, want) in [
+            (b"\x00\x00\x00\x03abc".to_vec(), "malformed"),
+            (b"\xff\xff\xff\xff".to_vec(), "exceeds"),
+            (b"\x00\x00\x00\x10{\"type\":\"ready\"}".to_vec(), "version"),
+            (b"\x00\x00\x00\x11{\"v\":99,\"type\":1}".to_vec(), "version"),
+        ] {
+            let (mut a, mut b) = tokio::io::duplex(1024);
+            tokio::io::AsyncWriteExt::write_all(&mut a, &frame)
+                .await
+                .unwrap();
+            let err = read::<_, WorkerMsg>(&mut b).await.unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+}

@@ -1,0 +1,793 @@
+//! The supervisor: binds the listener once, runs worker processes (fork+exec of this binary with
+//! the listener and a control channel inherited), and keeps them healthy.
+//!
+//! - **Crash** → the slot restarts with exponential backoff; repeated crashes put the slot in a
+//!   visible `crash_loop` state instead of hiding it.
+//! - **Stuck** (no heartbeat, or event-loop lag over `workers.worker_timeout_secs`) → SIGKILL and
+//!   replace.
+//! - **Recycling** after `max_requests` (+ jitter), `max_age_secs` or `max_rss_mb`: a replacement
+//!   starts first, the old worker drains once it is ready.
+//! - **SIGHUP** → reload the config file (an invalid one is refused and the old workers keep
+//!   running), then a rolling restart: for each worker, start a new one, wait for Ready, drain the
+//!   old. The listener is shared by all workers, so no connection is refused meanwhile.
+//! - **SIGTTIN / SIGTTOU** → one worker more / less. **SIGUSR1** → reopen log files.
+//! - **SIGTERM / SIGINT** → readiness 503 everywhere, after `shutdown.drain_delay_ms` the listener
+//!   closes, in-flight requests finish within `shutdown.graceful_timeout_secs`; exit 0. A second
+//!   signal kills the workers and exits at once.
+//!
+//! The supervisor never handles requests and never closes the listener while running.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use parking_lot::RwLock;
+use serde_json::Value;
+use tokio::net::UnixStream;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use palisade::control::model::{StatusCounts, WorkerInfo};
+
+use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
+use crate::config::{self, Config, Overrides};
+use crate::fd::{self, CONTROL_FD_ENV, LISTEN_FD_ENV};
+use crate::worker::WORKER_ENV;
+
+/// Consecutive crashes within [`CRASH_WINDOW`] that mark a slot as crash-looping.
+const CRASH_LOOP_AFTER: u32 = 5;
+/// A worker up at least this long resets its slot's crash count.
+const CRASH_WINDOW: Duration = Duration::from_secs(30);
+
+/// A request from the admin API to the supervisor loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Run this many workers.
+    Scale(usize, oneshot::Sender<Result<usize, String>>),
+    /// Rolling restart of every worker.
+    Restart(oneshot::Sender<Result<usize, String>>),
+    /// Gracefully replace one worker (start a new one, then drain this one).
+    Drain(u32, oneshot::Sender<Result<(), String>>),
+    /// Fan a settings patch out to every worker (and to future ones).
+    Apply(String, Value),
+    /// Fan an operator action out to every worker.
+    Action(String, String, Value),
+}
+
+/// What the supervisor shows the admin API; refreshed by the supervisor loop.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// Live worker processes.
+    pub workers: Vec<WorkerInfo>,
+    /// Requests completed by all workers, including exited ones (monotonic).
+    pub requests_total: u64,
+    /// Requests in flight over all workers.
+    pub in_flight: u64,
+    /// Status classes over all workers, including exited ones (monotonic).
+    pub status: StatusCounts,
+    /// The last heartbeat of each live, ready worker (for merging stats and components).
+    pub heartbeats: Vec<Heartbeat>,
+}
+
+/// A handle to a running supervisor: its view and its command queue.
+#[derive(Debug, Clone)]
+pub struct SupervisorHandle {
+    /// The latest view.
+    pub view: Arc<RwLock<View>>,
+    /// Commands to the supervisor loop.
+    pub commands: mpsc::Sender<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProcState {
+    Starting,
+    Ready,
+    Draining,
+    /// Killed by the supervisor (stuck, or failed to start): restarted like a crash.
+    Killed,
+}
+
+impl ProcState {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Draining => "draining",
+            Self::Killed => "killed",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Proc {
+    id: u32,
+    pid: u32,
+    state: ProcState,
+    started: Instant,
+    state_since: Instant,
+    last_seen: Instant,
+    hb: Heartbeat,
+    tx: mpsc::Sender<SupervisorMsg>,
+    recycle_after_requests: Option<u64>,
+    recycle_after_age: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    restarts: u32,
+    failures: u32,
+    crash_loop: bool,
+    restart_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Msg(u32, WorkerMsg),
+    ChannelError(u32, String),
+    Exited(u32, String),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RollStep {
+    old_pid: u32,
+    new_pid: u32,
+}
+
+/// The supervisor's state.
+#[derive(Debug)]
+struct Supervisor {
+    config: Config,
+    overrides: Overrides,
+    args: Vec<String>,
+    listener: Option<std::net::TcpListener>,
+    listen_fd: i32,
+    target: usize,
+    procs: HashMap<u32, Proc>,
+    slots: BTreeMap<u32, Slot>,
+    rolling: VecDeque<u32>,
+    roll: Option<RollStep>,
+    shutting_down: Option<Instant>,
+    events: mpsc::Sender<Event>,
+    retired_requests: u64,
+    retired_status: StatusCounts,
+    settings_changes: BTreeMap<String, Value>,
+    next_request_id: u64,
+    view: Arc<RwLock<View>>,
+}
+
+/// Runs the supervisor until every worker has drained after SIGTERM/SIGINT; returns the exit
+/// code.
+pub async fn run(
+    config: Config,
+    overrides: Overrides,
+    listener: std::net::TcpListener,
+    handle_tx: Option<oneshot::Sender<SupervisorHandle>>,
+) -> std::io::Result<u8> {
+    fd::set_inheritable(&listener, true)?;
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let (commands_tx, mut commands) = mpsc::channel(64);
+    let view = Arc::new(RwLock::new(View::default()));
+    if let Some(tx) = handle_tx {
+        let _ = tx.send(SupervisorHandle {
+            view: Arc::clone(&view),
+            commands: commands_tx,
+        });
+    }
+    let mut sup = Supervisor {
+        target: config.worker_count(),
+        listen_fd: listener.as_raw_fd(),
+        listener: Some(listener),
+        config,
+        overrides,
+        args: std::env::args().skip(1).collect(),
+        procs: HashMap::new(),
+        slots: BTreeMap::new(),
+        rolling: VecDeque::new(),
+        roll: None,
+        shutting_down: None,
+        events: events_tx,
+        retired_requests: 0,
+        retired_status: StatusCounts::default(),
+        settings_changes: BTreeMap::new(),
+        next_request_id: 0,
+        view,
+    };
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
+    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    tracing::info!(
+        workers = sup.target,
+        pid = std::process::id(),
+        "supervisor starting"
+    );
+    for id in 0..sup.target {
+        sup.spawn_or_backoff(id as u32);
+    }
+
+    loop {
+        tokio::select! {
+            Some(event) = events.recv() => sup.on_event(event),
+            Some(command) = commands.recv() => sup.on_command(command),
+            _ = hup.recv() => sup.reload(),
+            _ = term.recv() => if sup.shutdown_or_force() { return Ok(1) },
+            _ = int.recv() => if sup.shutdown_or_force() { return Ok(1) },
+            _ = ttin.recv() => sup.scale(sup.target + 1),
+            _ = ttou.recv() => sup.scale(sup.target.saturating_sub(1).max(1)),
+            _ = usr1.recv() => tracing::info!("SIGUSR1: logs go to stderr; nothing to reopen"),
+            _ = tick.tick() => sup.housekeeping(),
+        }
+        if sup.shutting_down.is_some() && sup.procs.is_empty() {
+            tracing::info!("all workers exited; supervisor done");
+            return Ok(0);
+        }
+        sup.refresh_view();
+    }
+}
+
+impl Supervisor {
+    fn live_for(&self, id: u32) -> usize {
+        self.procs
+            .values()
+            .filter(|p| p.id == id && matches!(p.state, ProcState::Starting | ProcState::Ready))
+            .count()
+    }
+
+    fn spawn_or_backoff(&mut self, id: u32) -> Option<u32> {
+        match self.spawn(id) {
+            Ok(pid) => Some(pid),
+            Err(error) => {
+                tracing::error!(worker_id = id, %error, "cannot start worker");
+                self.schedule_restart(id);
+                None
+            }
+        }
+    }
+
+    fn spawn(&mut self, id: u32) -> std::io::Result<u32> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        fd::set_inheritable(&theirs, true)?;
+        let exe = std::env::current_exe()?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args(&self.args)
+            .env(WORKER_ENV, id.to_string())
+            .env(LISTEN_FD_ENV, self.listen_fd.to_string())
+            .env(CONTROL_FD_ENV, theirs.as_raw_fd().to_string())
+            .stdin(std::process::Stdio::null());
+        let mut child = cmd.spawn()?;
+        drop(theirs);
+        let pid = child.id().unwrap_or(0);
+
+        ours.set_nonblocking(true)?;
+        let (mut reader, mut writer) = UnixStream::from_std(ours)?.into_split();
+        let (tx, mut rx) = mpsc::channel::<SupervisorMsg>(64);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                match channel::read::<_, WorkerMsg>(&mut reader).await {
+                    Ok(msg) => {
+                        if events.send(Event::Msg(pid, msg)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(channel::FrameError::Closed) => break,
+                    Err(error) => {
+                        let _ = events
+                            .send(Event::ChannelError(pid, error.to_string()))
+                            .await;
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if channel::write(&mut writer, &msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(error) => error.to_string(),
+            };
+            let _ = events.send(Event::Exited(pid, status)).await;
+        });
+
+        let w = &self.config.workers;
+        let recycle_after_requests =
+            (w.max_requests > 0).then(|| w.max_requests + fastrand::u64(0..=w.max_requests_jitter));
+        let recycle_after_age = (w.max_age_secs > 0).then(|| {
+            let base = Duration::from_secs(w.max_age_secs);
+            base + base.mul_f64(fastrand::f64() * 0.1)
+        });
+        let now = Instant::now();
+        self.procs.insert(
+            pid,
+            Proc {
+                id,
+                pid,
+                state: ProcState::Starting,
+                started: now,
+                state_since: now,
+                last_seen: now,
+                hb: Heartbeat::default(),
+                tx,
+                recycle_after_requests,
+                recycle_after_age,
+            },
+        );
+        self.slots.entry(id).or_default().restart_at = None;
+        tracing::info!(worker_id = id, pid, "worker spawned");
+        Ok(pid)
+    }
+
+    fn send(&self, pid: u32, msg: SupervisorMsg) {
+        if let Some(p) = self.procs.get(&pid) {
+            let _ = p.tx.try_send(msg);
+        }
+    }
+
+    fn kill(&mut self, pid: u32, why: &str) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            tracing::warn!(worker_id = p.id, pid, why, "killing worker");
+            p.state = ProcState::Killed;
+            p.state_since = Instant::now();
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+
+    fn drain(&mut self, pid: u32, delay: Duration) {
+        let timeout = self.config.shutdown.graceful_timeout();
+        if let Some(p) = self.procs.get_mut(&pid) {
+            if p.state == ProcState::Draining || p.state == ProcState::Killed {
+                return;
+            }
+            tracing::info!(worker_id = p.id, pid, "draining worker");
+            p.state = ProcState::Draining;
+            p.state_since = Instant::now();
+        }
+        self.send(
+            pid,
+            SupervisorMsg::Drain {
+                delay_ms: delay.as_millis() as u64,
+                timeout_ms: timeout.as_millis() as u64,
+            },
+        );
+    }
+
+    fn schedule_restart(&mut self, id: u32) {
+        let max = Duration::from_millis(self.config.workers.restart_backoff_max_ms);
+        let slot = self.slots.entry(id).or_default();
+        slot.failures += 1;
+        slot.restarts += 1;
+        // First restart at once, then 100 ms, 200 ms, ... up to the maximum.
+        let backoff = match slot.failures {
+            0 | 1 => Duration::ZERO,
+            n => Duration::from_millis(100u64.saturating_mul(1 << (n - 2).min(16))).min(max),
+        };
+        if slot.failures >= CRASH_LOOP_AFTER && !slot.crash_loop {
+            slot.crash_loop = true;
+            tracing::error!(
+                worker_id = id,
+                failures = slot.failures,
+                "worker is crash-looping"
+            );
+        }
+        slot.restart_at = Some(Instant::now() + backoff);
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Msg(pid, msg) => self.on_message(pid, msg),
+            Event::ChannelError(pid, error) => {
+                tracing::error!(pid, %error, "malformed control message; replacing worker");
+                self.kill(pid, "malformed control message");
+            }
+            Event::Exited(pid, status) => self.on_exit(pid, &status),
+        }
+    }
+
+    fn on_message(&mut self, pid: u32, msg: WorkerMsg) {
+        let now = Instant::now();
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        p.last_seen = now;
+        match msg {
+            WorkerMsg::Hello {
+                worker_id,
+                pid: reported,
+            } => {
+                if worker_id != p.id || reported != pid {
+                    tracing::warn!(pid, reported, worker_id, "worker hello does not match");
+                }
+                // Replay runtime changes so a new worker starts with the live settings.
+                let replay: Vec<_> = self
+                    .settings_changes
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect();
+                for (name, patch) in replay {
+                    self.next_request_id += 1;
+                    let id = self.next_request_id;
+                    self.send(pid, SupervisorMsg::Apply { id, name, patch });
+                }
+            }
+            WorkerMsg::Ready => {
+                if p.state == ProcState::Starting {
+                    p.state = ProcState::Ready;
+                    p.state_since = now;
+                }
+                let id = p.id;
+                tracing::info!(worker_id = id, pid, "worker ready");
+                if let Some(step) = self.roll.filter(|s| s.new_pid == pid) {
+                    self.roll = None;
+                    self.drain(step.old_pid, Duration::ZERO);
+                }
+            }
+            WorkerMsg::Heartbeat(hb) => p.hb = hb,
+            WorkerMsg::Drained { completed, cut } => {
+                tracing::info!(worker_id = p.id, pid, completed, cut, "worker drained");
+            }
+            WorkerMsg::Applied {
+                error: Some(error), ..
+            } => {
+                tracing::warn!(worker_id = p.id, pid, %error, "worker refused a settings change");
+            }
+            WorkerMsg::Applied { error: None, .. } => {}
+        }
+    }
+
+    fn on_exit(&mut self, pid: u32, status: &str) {
+        let Some(p) = self.procs.remove(&pid) else {
+            return;
+        };
+        self.retired_requests += p.hb.requests;
+        self.retired_status.add(&p.hb.status);
+        let intended = p.state == ProcState::Draining;
+        if intended {
+            tracing::info!(worker_id = p.id, pid, status, "worker exited after drain");
+        } else {
+            tracing::warn!(
+                worker_id = p.id,
+                pid,
+                status,
+                state = p.state.name(),
+                "worker died"
+            );
+        }
+        if self.roll.is_some_and(|s| s.new_pid == pid) {
+            tracing::error!(
+                worker_id = p.id,
+                pid,
+                "replacement worker died before ready; rolling restart stopped"
+            );
+            self.roll = None;
+            self.rolling.clear();
+        }
+        if self.shutting_down.is_some() || intended {
+            return;
+        }
+        if p.started.elapsed() >= CRASH_WINDOW {
+            let slot = self.slots.entry(p.id).or_default();
+            slot.failures = 0;
+            slot.crash_loop = false;
+        }
+        if (p.id as usize) < self.target && self.live_for(p.id) == 0 {
+            self.schedule_restart(p.id);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Scale(n, reply) => {
+                let result = if n == 0 || n > 1024 {
+                    Err(format!("workers must be between 1 and 1024 (got {n})"))
+                } else if self.shutting_down.is_some() {
+                    Err("the server is shutting down".to_owned())
+                } else {
+                    self.scale(n);
+                    Ok(n)
+                };
+                let _ = reply.send(result);
+            }
+            Command::Restart(reply) => {
+                let n = self.start_rolling_restart();
+                let _ = reply.send(Ok(n));
+            }
+            Command::Drain(id, reply) => {
+                let pid = self
+                    .procs
+                    .values()
+                    .find(|p| p.id == id && p.state == ProcState::Ready)
+                    .map(|p| p.pid);
+                let result = match pid {
+                    Some(pid) => {
+                        self.rolling.push_back(pid);
+                        Ok(())
+                    }
+                    None => Err(format!("no ready worker with id {id}")),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Apply(name, patch) => {
+                let merged = self
+                    .settings_changes
+                    .entry(name.clone())
+                    .or_insert(Value::Object(Default::default()));
+                palisade::control::merge_json(merged, &patch);
+                let pids: Vec<u32> = self.procs.keys().copied().collect();
+                for pid in pids {
+                    self.next_request_id += 1;
+                    let id = self.next_request_id;
+                    self.send(
+                        pid,
+                        SupervisorMsg::Apply {
+                            id,
+                            name: name.clone(),
+                            patch: patch.clone(),
+                        },
+                    );
+                }
+            }
+            Command::Action(name, action, args) => {
+                let pids: Vec<u32> = self.procs.keys().copied().collect();
+                for pid in pids {
+                    self.next_request_id += 1;
+                    let id = self.next_request_id;
+                    self.send(
+                        pid,
+                        SupervisorMsg::Action {
+                            id,
+                            name: name.clone(),
+                            action: action.clone(),
+                            args: args.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn scale(&mut self, n: usize) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        tracing::info!(from = self.target, to = n, "scaling workers");
+        self.target = n;
+        for id in 0..n as u32 {
+            if self.live_for(id) == 0 && self.slots.get(&id).is_none_or(|s| s.restart_at.is_none())
+            {
+                self.spawn_or_backoff(id);
+            }
+        }
+        let extra: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|p| p.id as usize >= n)
+            .map(|p| p.pid)
+            .collect();
+        for pid in extra {
+            self.drain(pid, Duration::ZERO);
+        }
+        self.slots.retain(|id, _| (*id as usize) < n);
+    }
+
+    fn start_rolling_restart(&mut self) -> usize {
+        let mut pids: Vec<(u32, u32)> = self
+            .procs
+            .values()
+            .filter(|p| matches!(p.state, ProcState::Ready | ProcState::Starting))
+            .map(|p| (p.id, p.pid))
+            .collect();
+        pids.sort_unstable();
+        for (_, pid) in &pids {
+            if !self.rolling.contains(pid) {
+                self.rolling.push_back(*pid);
+            }
+        }
+        tracing::info!(workers = pids.len(), "rolling restart");
+        pids.len()
+    }
+
+    fn reload(&mut self) {
+        match config::load(&self.overrides) {
+            Ok(loaded) => {
+                tracing::info!("SIGHUP: configuration reloaded");
+                let target = loaded.config.worker_count();
+                self.config = loaded.config;
+                if target != self.target {
+                    self.scale(target);
+                }
+                self.start_rolling_restart();
+            }
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: new configuration refused; workers keep running the old one");
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown; on a second signal kills everything. Returns true when the
+    /// supervisor must exit now.
+    fn shutdown_or_force(&mut self) -> bool {
+        if self.shutting_down.is_some() {
+            tracing::warn!("second signal: killing workers and exiting");
+            for pid in self.procs.keys() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    Signal::SIGKILL,
+                );
+            }
+            return true;
+        }
+        tracing::info!("shutting down: draining all workers");
+        self.shutting_down = Some(Instant::now());
+        self.rolling.clear();
+        self.roll = None;
+        let delay = self.config.shutdown.drain_delay();
+        let pids: Vec<u32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            self.drain(pid, delay);
+        }
+        false
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let w = self.config.workers.clone();
+        let timeout = Duration::from_secs(w.worker_timeout_secs);
+        let startup = Duration::from_secs(w.startup_timeout_secs);
+        let grace = self.config.shutdown.graceful_timeout() + self.config.shutdown.drain_delay();
+
+        if let Some(since) = self.shutting_down {
+            if self.listener.is_some() && since.elapsed() >= self.config.shutdown.drain_delay() {
+                // Accepting stops everywhere: close our copy so new connections are refused.
+                self.listener = None;
+            }
+            if since.elapsed() > grace + Duration::from_secs(2) {
+                let left: Vec<u32> = self.procs.keys().copied().collect();
+                for pid in left {
+                    self.kill(pid, "graceful timeout exceeded");
+                }
+            }
+            return;
+        }
+
+        let mut to_kill = Vec::new();
+        let mut to_recycle = Vec::new();
+        for p in self.procs.values() {
+            match p.state {
+                ProcState::Starting if p.state_since.elapsed() > startup => {
+                    to_kill.push((p.pid, "not ready within workers.startup_timeout_secs"));
+                }
+                ProcState::Ready if now.duration_since(p.last_seen) > timeout => {
+                    to_kill.push((p.pid, "no heartbeat within workers.worker_timeout_secs"));
+                }
+                ProcState::Ready if p.hb.loop_lag_ms > timeout.as_secs_f64() * 1000.0 => {
+                    to_kill.push((p.pid, "event-loop lag over workers.worker_timeout_secs"));
+                }
+                ProcState::Ready => {
+                    let by_requests = p.recycle_after_requests.is_some_and(|n| p.hb.requests >= n);
+                    let by_age = p
+                        .recycle_after_age
+                        .is_some_and(|a| p.started.elapsed() >= a);
+                    let by_rss = w.max_rss_mb > 0 && p.hb.rss_bytes > w.max_rss_mb * 1024 * 1024;
+                    if by_requests || by_age || by_rss {
+                        to_recycle.push((p.pid, p.id, by_requests, by_age, by_rss));
+                    }
+                }
+                ProcState::Draining if p.state_since.elapsed() > grace + Duration::from_secs(2) => {
+                    to_kill.push((p.pid, "drain exceeded the graceful timeout"));
+                }
+                _ => {}
+            }
+        }
+        for (pid, why) in to_kill {
+            self.kill(pid, why);
+        }
+        for (pid, id, by_requests, by_age, by_rss) in to_recycle {
+            if !self.rolling.contains(&pid) && self.roll.is_none_or(|s| s.old_pid != pid) {
+                tracing::info!(
+                    worker_id = id,
+                    pid,
+                    by_requests,
+                    by_age,
+                    by_rss,
+                    "recycling worker"
+                );
+                self.rolling.push_back(pid);
+            }
+        }
+
+        let due: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|(id, s)| {
+                (**id as usize) < self.target && s.restart_at.is_some_and(|t| t <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if self.live_for(id) == 0 {
+                self.spawn_or_backoff(id);
+            } else if let Some(s) = self.slots.get_mut(&id) {
+                s.restart_at = None;
+            }
+        }
+
+        if self.roll.is_none() {
+            while let Some(old_pid) = self.rolling.pop_front() {
+                let Some(old) = self.procs.get(&old_pid) else {
+                    continue;
+                };
+                if !matches!(old.state, ProcState::Ready | ProcState::Starting) {
+                    continue;
+                }
+                let id = old.id;
+                if let Some(new_pid) = self.spawn_or_backoff(id) {
+                    self.roll = Some(RollStep { old_pid, new_pid });
+                }
+                break;
+            }
+        }
+    }
+
+    fn refresh_view(&self) {
+        let mut workers: Vec<WorkerInfo> = self
+            .procs
+            .values()
+            .map(|p| {
+                let slot = self.slots.get(&p.id);
+                let state = if slot.is_some_and(|s| s.crash_loop) && p.state != ProcState::Ready {
+                    "crash_loop"
+                } else {
+                    p.state.name()
+                };
+                WorkerInfo {
+                    id: p.id,
+                    pid: p.pid,
+                    state: state.to_owned(),
+                    uptime_secs: p.started.elapsed().as_secs(),
+                    requests: p.hb.requests,
+                    in_flight: p.hb.in_flight,
+                    rss_bytes: p.hb.rss_bytes,
+                    restarts: slot.map_or(0, |s| s.restarts),
+                    loop_lag_ms: p.hb.loop_lag_ms,
+                    p99_ms: None,
+                }
+            })
+            .collect();
+        workers.sort_by_key(|w| (w.id, w.pid));
+        let mut status = self.retired_status;
+        let mut requests_total = self.retired_requests;
+        let mut in_flight = 0;
+        let mut heartbeats = Vec::new();
+        for p in self.procs.values() {
+            status.add(&p.hb.status);
+            requests_total += p.hb.requests;
+            in_flight += p.hb.in_flight;
+            if p.state == ProcState::Ready {
+                heartbeats.push(p.hb.clone());
+            }
+        }
+        *self.view.write() = View {
+            workers,
+            requests_total,
+            in_flight,
+            status,
+            heartbeats,
+        };
+    }
+}

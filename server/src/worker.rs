@@ -1,0 +1,195 @@
+//! A worker process: the reference app on an inherited listener, reporting to the supervisor
+//! over the control channel.
+//!
+//! A worker dies with its supervisor: it asks the kernel for SIGTERM when the parent exits
+//! (`PR_SET_PDEATHSIG`), checks the parent is still the one that started it, and drains when the
+//! control channel closes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::app::{self, AppState};
+use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
+use crate::config::Config;
+use crate::serve;
+
+/// Environment variable carrying the worker slot id; its presence makes `palisade` a worker.
+pub const WORKER_ENV: &str = "PALISADE_WORKER";
+
+/// Runs worker `worker_id` on `listener` until the supervisor drains it or goes away.
+pub async fn run(
+    config: Config,
+    worker_id: u32,
+    listener: std::net::TcpListener,
+    control: std::os::unix::net::UnixStream,
+) -> std::io::Result<()> {
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+    if nix::unistd::getppid() != parent {
+        return Err(std::io::Error::other("supervisor exited during start-up"));
+    }
+    // Signals go to the supervisor, which drains workers through the control channel; a worker
+    // ignores terminal SIGINT (sent to the whole process group) and treats SIGTERM as "drain now".
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let _sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
+    control.set_nonblocking(true)?;
+    let (mut reader, mut writer) = UnixStream::from_std(control)?.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<WorkerMsg>(64);
+    tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if channel::write(&mut writer, &msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let _ = out_tx
+        .send(WorkerMsg::Hello {
+            worker_id,
+            pid: std::process::id(),
+        })
+        .await;
+
+    let state = Arc::new(AppState::new(config.clone(), worker_id));
+    let router = app::build(Arc::clone(&state));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+
+    // Heartbeats, with event-loop lag measured as the tick's lateness.
+    let interval = Duration::from_millis(config.workers.heartbeat_interval_ms);
+    {
+        let state = Arc::clone(&state);
+        let out = out_tx.clone();
+        tokio::spawn(async move {
+            let mut expected = tokio::time::Instant::now() + interval;
+            loop {
+                tokio::time::sleep_until(expected).await;
+                let lag = tokio::time::Instant::now().saturating_duration_since(expected);
+                let hb = heartbeat(&state, lag);
+                if out.send(WorkerMsg::Heartbeat(hb)).await.is_err() {
+                    break;
+                }
+                expected = tokio::time::Instant::now() + interval;
+            }
+        });
+    }
+
+    // Commands from the supervisor; a closed channel means the supervisor is gone: drain.
+    {
+        let state = Arc::clone(&state);
+        let out = out_tx.clone();
+        let stop = Arc::clone(&stop_tx);
+        let grace_ms = config.shutdown.graceful_timeout_secs * 1000;
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    msg = channel::read::<_, SupervisorMsg>(&mut reader) => msg,
+                    _ = sigterm.recv() => Ok(SupervisorMsg::Drain { delay_ms: 0, timeout_ms: grace_ms }),
+                };
+                match msg {
+                    Ok(SupervisorMsg::Apply { id, name, patch }) => {
+                        let error = match state.registry.get(&name) {
+                            Some(c) => c.apply(&patch, false).err().map(|errs| join(&errs)),
+                            None => Some(format!("no component named `{name}`")),
+                        };
+                        let _ = out.send(WorkerMsg::Applied { id, error }).await;
+                    }
+                    Ok(SupervisorMsg::Action {
+                        id,
+                        name,
+                        action,
+                        args,
+                    }) => {
+                        let error = match state.registry.get(&name) {
+                            Some(c) => c.action(&action, &args).err().map(|errs| join(&errs)),
+                            None => Some(format!("no component named `{name}`")),
+                        };
+                        let _ = out.send(WorkerMsg::Applied { id, error }).await;
+                    }
+                    Ok(SupervisorMsg::Drain { delay_ms, .. }) => {
+                        state.set_ready(false);
+                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                        let _ = stop.send(true);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, worker_id = state.worker_id, "control channel lost; draining");
+                        state.set_ready(false);
+                        let _ = stop.send(true);
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    state.set_ready(true);
+    let _ = out_tx.send(WorkerMsg::Ready).await;
+    tracing::info!(worker_id, pid = std::process::id(), "worker ready");
+    let completed_before = state.requests.load(Ordering::Relaxed);
+    let report = serve::serve(
+        listener,
+        router,
+        &config.server,
+        stop_rx,
+        config.shutdown.graceful_timeout(),
+    )
+    .await?;
+    let completed = state.requests.load(Ordering::Relaxed) - completed_before;
+    tracing::info!(
+        worker_id,
+        pid = std::process::id(),
+        cut = report.cut_connections,
+        "worker drained"
+    );
+    let _ = out_tx
+        .send(WorkerMsg::Drained {
+            completed,
+            cut: report.cut_connections as u64,
+        })
+        .await;
+    // Give the writer a moment to flush the last message.
+    drop(out_tx);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Ok(())
+}
+
+fn join(errors: &[palisade::control::FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn heartbeat(state: &AppState, lag: Duration) -> Heartbeat {
+    Heartbeat {
+        loop_lag_ms: lag.as_secs_f64() * 1000.0,
+        in_flight: state.in_flight.load(Ordering::Relaxed),
+        requests: state.requests.load(Ordering::Relaxed),
+        rss_bytes: rss_bytes().unwrap_or(0),
+        status: *state.status.lock(),
+        stats: None,
+        components: state.registry.snapshot(),
+    }
+}
+
+/// This process's resident set size, from `/proc/self/statm`.
+pub fn rss_bytes() -> Option<u64> {
+    rss_of("self")
+}
+
+/// A process's resident set size, from `/proc/PID/statm`.
+pub fn rss_of(pid: &str) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u64::try_from(p).ok())
+        .unwrap_or(4096);
+    Some(pages * page)
+}
