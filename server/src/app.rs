@@ -1,19 +1,25 @@
-//! The reference application: the seed API wrapped in Palisade's layers.
+//! The reference application: the seed API wrapped in every Palisade layer.
+//!
+//! Outermost first: drain (in-flight accounting, `Connection: close` while draining) → observe
+//! (request id, trace context, span, metrics, live stats) → body limit → rate limit (per route
+//! template, after routing) → the routes, with the `/names` response cache and the `/flaky`
+//! circuit breaker as route layers. `/metrics` serves this process's Prometheus exposition.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use palisade::cache::TwoLevelCache;
+use palisade::cache::response::ResponseCacheLayer;
+use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use palisade::control::Registry;
+use palisade::observe::{ObserveConfig, ObserveHandle, ObserveLayer, PrometheusExporter};
+use palisade::rate_limit::{BuildContext, ShmZone, StoreSetting};
+use palisade::shutdown::{Drain, DrainConfig};
 use tower_http::limit::RequestBodyLimitLayer;
 
-use palisade::control::Registry;
-use palisade::control::model::StatusCounts;
-
-use crate::api::{self, users::UserStore};
+use crate::api::{self, users::User, users::UserStore};
 use crate::config::Config;
 
 /// State shared by every request in one process.
@@ -23,61 +29,151 @@ pub struct AppState {
     pub config: Config,
     /// The user store.
     pub users: UserStore,
+    /// User lookups through the two-level cache (`users` in the admin API).
+    pub users_cache: TwoLevelCache<u64, User>,
     /// Worker slot id (0 for a single-process server).
     pub worker_id: u32,
     /// When this process started.
     pub started: Instant,
-    /// Requests in flight.
-    pub in_flight: AtomicU64,
-    /// Requests completed.
-    pub requests: AtomicU64,
-    /// Completed requests by status class.
-    pub status: parking_lot::Mutex<StatusCounts>,
     /// This process's layer handles.
     pub registry: Registry,
+    /// The drain coordinator.
+    pub drain: Drain,
+    /// Live request statistics.
+    pub observe: ObserveHandle,
     ready: AtomicBool,
 }
 
 impl AppState {
-    /// State for worker `worker_id` with sample users.
-    pub fn new(config: Config, worker_id: u32) -> Self {
-        Self {
-            config,
-            users: UserStore::with_samples(),
-            worker_id,
-            started: Instant::now(),
-            in_flight: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            status: parking_lot::Mutex::new(StatusCounts::default()),
-            registry: Registry::new(),
-            ready: AtomicBool::new(false),
-        }
-    }
-
     /// Whether `/health/ready` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.drain.is_ready()
     }
 
-    /// Sets readiness.
+    /// Sets readiness (start-up complete).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 }
 
-/// The full application: routes plus layers.
-pub fn build(state: Arc<AppState>) -> Router {
-    let body_limit = state.config.server.body_limit_bytes;
-    api::routes(Arc::clone(&state))
-        .layer(axum::middleware::from_fn_with_state(state, count_requests))
-        .layer(RequestBodyLimitLayer::new(body_limit))
+/// Route-level layers, handed to [`api::routes`].
+#[derive(Debug, Clone)]
+pub struct RouteLayers {
+    /// The `/names` response cache.
+    pub names_cache: ResponseCacheLayer,
+    /// The breaker around the `/flaky` upstream.
+    pub flaky_breaker: CircuitBreakerLayer,
 }
 
-async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    state.in_flight.fetch_add(1, Ordering::Relaxed);
-    let res = next.run(req).await;
-    state.in_flight.fetch_sub(1, Ordering::Relaxed);
-    state.requests.fetch_add(1, Ordering::Relaxed);
-    state.status.lock().record(res.status().as_u16());
-    res
+/// One process's application: its state and its router.
+#[derive(Debug)]
+pub struct App {
+    /// Shared state.
+    pub state: Arc<AppState>,
+    /// The full router, layers included.
+    pub router: Router,
+}
+
+/// Why the application could not be built (a configuration problem: exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+fn err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> BuildError + '_ {
+    move |e| BuildError(format!("{what}: {e}"))
+}
+
+/// Builds the application for worker `worker_id`. `ctx` carries the shared-memory zones of
+/// `store = "shm"` rate-limit policies; `exporter` renders `/metrics`.
+pub fn build(
+    config: Config,
+    worker_id: u32,
+    ctx: &BuildContext,
+    exporter: Option<&PrometheusExporter>,
+) -> Result<App, BuildError> {
+    let registry = Registry::new();
+    let (observe_layer, observe) = ObserveLayer::new(ObserveConfig::default());
+    let drain = Drain::new(
+        DrainConfig::builder()
+            .delay(config.shutdown.drain_delay())
+            .grace(config.shutdown.graceful_timeout())
+            .build()
+            .map_err(|e| err("shutdown")(&e))?,
+    );
+
+    let (limit_layer, limits) = config
+        .rate_limit
+        .layer(ctx)
+        .map_err(|e| err("rate_limit")(&e))?;
+    limits
+        .register(&registry)
+        .map_err(|e| err("rate_limit")(&e))?;
+
+    config.cache.validate().map_err(|e| err("cache")(&e))?;
+    let users_cache =
+        TwoLevelCache::new(config.cache.users_config()).map_err(|e| err("cache.users")(&e))?;
+    registry
+        .register("users", Arc::new(users_cache.handle()))
+        .map_err(|e| err("cache.users")(&e))?;
+    let (names_cache, names) =
+        ResponseCacheLayer::new(config.cache.names_config()).map_err(|e| err("cache.names")(&e))?;
+    registry
+        .register("names", Arc::new(names))
+        .map_err(|e| err("cache.names")(&e))?;
+
+    let breaker = CircuitBreakerConfig::from_settings("flaky", config.breaker.clone())
+        .map_err(|e| err("breaker")(&e))?;
+    let (flaky_breaker, flaky) = CircuitBreakerLayer::new(breaker);
+    registry
+        .register("flaky", Arc::new(flaky))
+        .map_err(|e| err("breaker")(&e))?;
+
+    let body_limit = config.server.body_limit_bytes;
+    let state = Arc::new(AppState {
+        config,
+        users: UserStore::with_samples(),
+        users_cache,
+        worker_id,
+        started: Instant::now(),
+        registry,
+        drain: drain.clone(),
+        observe,
+        ready: AtomicBool::new(false),
+    });
+    let layers = RouteLayers {
+        names_cache,
+        flaky_breaker,
+    };
+    let mut routes = api::routes(Arc::clone(&state), layers);
+    if let Some(exporter) = exporter {
+        routes = routes.route_service("/metrics", exporter.service());
+    }
+    let router = routes
+        .layer(limit_layer)
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(observe_layer)
+        .layer(drain.layer());
+    Ok(App { state, router })
+}
+
+/// Creates one shared-memory zone per `store = "shm"` rate-limit policy (the supervisor does
+/// this once; workers inherit the zones, so N workers enforce one exact limit).
+pub fn create_zones(config: &Config) -> std::io::Result<Vec<(String, Arc<ShmZone>)>> {
+    config
+        .rate_limit
+        .policies
+        .iter()
+        .filter(|p| p.store == StoreSetting::Shm)
+        .map(|p| {
+            let keys = p.max_keys.unwrap_or(100_000);
+            ShmZone::create_memfd(&p.name, keys).map(|zone| (p.name.clone(), zone))
+        })
+        .collect()
+}
+
+/// The layer build context for a set of zones.
+pub fn context(zones: &[(String, Arc<ShmZone>)]) -> BuildContext {
+    zones.iter().fold(BuildContext::new(), |ctx, (name, zone)| {
+        ctx.with_shm_zone(name.clone(), Arc::clone(zone))
+    })
 }

@@ -60,6 +60,9 @@ pub struct Heartbeat {
     pub requests: u64,
     /// Resident set size, bytes.
     pub rss_bytes: u64,
+    /// p99 latency over the last minute, milliseconds.
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
     /// Completed requests by status class since start.
     #[serde(default)]
     pub status: StatusCounts,

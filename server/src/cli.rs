@@ -2,17 +2,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 use toml::Value;
 
-use crate::app::{self, AppState};
+use crate::app;
 use crate::config::{self, Config, LogFormat, Overrides};
+use palisade::observe::PrometheusExporter;
+use palisade::rate_limit::{BuildContext, ShmZone};
+use palisade::shutdown::shutdown_signal;
+
 use crate::worker::WORKER_ENV;
-use crate::{fd, serve, supervisor, worker};
+use crate::{admin, fd, serve, supervisor, worker};
 
 /// Exit code for invalid configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -176,59 +177,42 @@ fn init_tracing(config: &Config) {
 
 /// Serves in this process until SIGTERM/SIGINT, then drains.
 async fn run_single(config: Config) -> std::io::Result<()> {
+    let exporter = install_metrics();
     let listener = serve::bind(&config.server)?;
     let addr = serve::local_addr(&listener);
-    let state = Arc::new(AppState::new(config.clone(), 0));
-    let app = app::build(Arc::clone(&state));
-    let (stop_tx, stop_rx) = watch::channel(false);
-
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let drain_delay = config.shutdown.drain_delay();
-    let drainer_state = Arc::clone(&state);
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!(
-            ?drain_delay,
-            "signal received: draining (readiness now 503)"
-        );
-        drainer_state.set_ready(false);
-        tokio::select! {
-            () = tokio::time::sleep(drain_delay) => {}
-            _ = term.recv() => std::process::exit(1),
-            _ = int.recv() => std::process::exit(1),
-        }
-        let _ = stop_tx.send(true);
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(1);
-    });
-
-    state.set_ready(true);
+    let zones = app::create_zones(&config)?;
+    let app = app::build(config.clone(), 0, &app::context(&zones), exporter.as_ref())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if config.admin.enabled {
+        let backend = admin::local_backend(app.state.observe.stats().clone(), addr);
+        admin::spawn(&config, app.state.registry.clone(), backend).await?;
+    }
+    tokio::spawn(shutdown_signal(app.state.drain.clone()));
+    app.state.set_ready(true);
     tracing::info!(addr = ?addr, pid = std::process::id(), "palisade serving (single process)");
     let report = serve::serve(
         listener,
-        app,
+        app.router,
         &config.server,
-        stop_rx,
-        config.shutdown.graceful_timeout(),
+        app.state.drain.clone(),
     )
     .await?;
-    if report.cut_connections > 0 {
-        tracing::warn!(
-            cut = report.cut_connections,
-            "drain deadline reached; connections cut"
-        );
-    } else {
-        tracing::info!("drained cleanly");
-    }
+    tracing::info!(completed = report.completed, cut = report.cut, "drained");
     Ok(())
+}
+
+/// Installs the Prometheus recorder for this process (`/metrics`).
+fn install_metrics() -> Option<PrometheusExporter> {
+    match PrometheusExporter::install() {
+        Ok(exporter) => {
+            exporter.spawn_upkeep(std::time::Duration::from_secs(5));
+            Some(exporter)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "metrics recorder not installed; /metrics disabled");
+            None
+        }
+    }
 }
 
 /// A runtime with `threads` worker threads: one means a current-thread runtime (one event loop
@@ -253,10 +237,17 @@ async fn run_worker(config: Config, id: u32) -> std::io::Result<()> {
     let listener = fd::take_from_env(fd::LISTEN_FD_ENV)?.ok_or_else(|| missing("a listener"))?;
     let control =
         fd::take_from_env(fd::CONTROL_FD_ENV)?.ok_or_else(|| missing("a control channel"))?;
+    let mut ctx = BuildContext::new();
+    for (name, fd) in fd::take_zones_from_env()? {
+        ctx = ctx.with_shm_zone(name, ShmZone::attach(fd)?);
+    }
     let listener = std::net::TcpListener::from(listener);
     listener.set_nonblocking(true)?;
     let control = std::os::unix::net::UnixStream::from(control);
-    worker::run(config, id, listener, control).await
+    let exporter = install_metrics();
+    let app = app::build(config, id, &ctx, exporter.as_ref())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    worker::run(app, listener, control).await
 }
 
 async fn run_supervisor(config: Config, overrides: Overrides) -> std::io::Result<u8> {
@@ -268,6 +259,27 @@ async fn run_supervisor(config: Config, overrides: Overrides) -> std::io::Result
         }
         None => serve::bind(&config.server)?,
     };
-    tracing::info!(addr = ?serve::local_addr(&listener), "listening");
-    supervisor::run(config, overrides, listener, None).await
+    let addr = serve::local_addr(&listener);
+    tracing::info!(addr = ?addr, "listening");
+    let zones = app::create_zones(&config)?;
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+    let supervisor = supervisor::run(config.clone(), overrides, listener, &zones, Some(handle_tx));
+    tokio::pin!(supervisor);
+    let handle = tokio::select! {
+        handle = handle_rx => handle.map_err(|_| std::io::Error::other("supervisor did not start"))?,
+        code = &mut supervisor => return code,
+    };
+    if config.admin.enabled {
+        // The supervisor's own copies of the layer handles hold the authoritative settings.
+        let control = app::build(config.clone(), u32::MAX, &app::context(&zones), None)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let registry = admin::Aggregated::registry(&control.state.registry, &handle);
+        let backend = admin::SupervisorBackend::new(handle, addr);
+        admin::spawn(&config, registry, backend).await?;
+        // Keep the control copies alive as long as the supervisor runs.
+        let code = supervisor.await;
+        drop(control);
+        return code;
+    }
+    supervisor.await
 }

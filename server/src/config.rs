@@ -12,11 +12,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade::cache::CacheSettings;
+use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerSettings};
+use palisade::rate_limit::{BuildContext, RateLimitSettings, StoreSetting};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 /// The whole configuration of the reference server.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The public HTTP listener and connection handling.
@@ -31,6 +34,46 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The demo routes (`/slow`, `/flaky`).
     pub demo: DemoConfig,
+    /// Rate-limit policies (`[[rate_limit.policy]]`).
+    pub rate_limit: RateLimitSettings,
+    /// The user cache (`[cache.users]`) and the `/names` response cache (`[cache.names]`).
+    pub cache: CacheSettings,
+    /// The circuit breaker around the `/flaky` demo upstream.
+    pub breaker: CircuitBreakerSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            workers: WorkersConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            demo: DemoConfig::default(),
+            rate_limit: default_rate_limit(),
+            cache: CacheSettings::default(),
+            breaker: CircuitBreakerSettings::default(),
+        }
+    }
+}
+
+/// The reference policy: 1000 requests per second per client IP on the API, burst 200, in the
+/// shared-memory zone so every worker enforces one limit; health checks and metrics exempt.
+fn default_rate_limit() -> RateLimitSettings {
+    let text = r#"
+        exempt_paths = ["/health/*", "/metrics"]
+        [[policy]]
+        name = "api"
+        rate = 1000
+        per = "1s"
+        burst = 200
+        key = "client_ip"
+        paths = ["/api/*"]
+        store = "shm"
+        max_keys = 100000
+    "#;
+    toml::from_str(text).expect("the embedded rate-limit policy is valid")
 }
 
 /// The public HTTP listener and connection handling.
@@ -291,7 +334,9 @@ impl Config {
         if w.heartbeat_interval_ms == 0 {
             problems.push("workers.heartbeat_interval_ms must be at least 1 (got 0)".to_owned());
         }
-        if w.worker_timeout_secs == 0 || w.worker_timeout_secs * 1000 <= w.heartbeat_interval_ms {
+        if w.worker_timeout_secs == 0
+            || w.worker_timeout_secs.saturating_mul(1000) <= w.heartbeat_interval_ms
+        {
             problems.push(format!(
                 "workers.worker_timeout_secs ({}) must be longer than workers.heartbeat_interval_ms ({} ms)",
                 w.worker_timeout_secs, w.heartbeat_interval_ms
@@ -305,6 +350,23 @@ impl Config {
         }
         if self.shutdown.graceful_timeout_secs == 0 {
             problems.push("shutdown.graceful_timeout_secs must be at least 1 (got 0)".to_owned());
+        }
+        // Layer settings are validated by the layers themselves (shm zones are the supervisor's
+        // to create, so validate those policies as local ones).
+        let mut limits = self.rate_limit.clone();
+        for policy in &mut limits.policies {
+            if policy.store == StoreSetting::Shm {
+                policy.store = StoreSetting::Local;
+            }
+        }
+        if let Err(e) = limits.config(&BuildContext::new()) {
+            problems.push(format!("rate_limit: {e}"));
+        }
+        if let Err(e) = self.cache.validate() {
+            problems.push(format!("cache: {e}"));
+        }
+        if let Err(e) = CircuitBreakerConfig::from_settings("flaky", self.breaker.clone()) {
+            problems.push(format!("breaker: {e}"));
         }
         if problems.is_empty() {
             Ok(())
@@ -450,12 +512,7 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
         let mut file_flat = BTreeMap::new();
         flatten("", &Value::Table(table), &mut file_flat);
         for (key, value) in file_flat {
-            if !known.contains(&key) {
-                return Err(ConfigError::UnknownKey {
-                    key,
-                    origin: Source::File(path.clone()),
-                });
-            }
+            // Unknown keys are refused by the typed deserialization below, which names them.
             sources.insert(key.clone(), Source::File(path.clone()));
             flat.insert(key, value);
         }
@@ -479,12 +536,6 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
     }
 
     for (key, value, flag) in &overrides.cli {
-        if !known.contains(key) {
-            return Err(ConfigError::UnknownKey {
-                key: key.clone(),
-                origin: Source::Cli(flag.clone()),
-            });
-        }
         flat.insert(key.clone(), value.clone());
         sources.insert(key.clone(), Source::Cli(flag.clone()));
     }
@@ -510,6 +561,7 @@ const NON_KEY_ENV: &[&str] = &[
     "PALISADE_WORKER",
     "PALISADE_LISTEN_FD",
     "PALISADE_CONTROL_FD",
+    "PALISADE_SHM_ZONES",
     "PALISADE_ADMIN_TOKEN",
 ];
 
@@ -519,19 +571,22 @@ fn deserialize(
 ) -> Result<Config, ConfigError> {
     let mut root = Table::new();
     for (key, value) in flat {
-        let mut table = &mut root;
-        let mut parts = key.split('.').peekable();
-        while let Some(part) = parts.next() {
-            if parts.peek().is_none() {
-                table.insert(part.to_owned(), value.clone());
+        insert_dotted(&mut root, key, value.clone()).map_err(|holder| {
+            // A section set to a value (`server = 1`), or a value given keys (`[server.backlog]`).
+            let user_set = |k: &str| sources.get(k).is_some_and(|s| *s != Source::Default);
+            let (culprit, message) = if user_set(&holder) {
+                (
+                    holder.clone(),
+                    format!("`{holder}` is a table of settings, not a value"),
+                )
             } else {
-                table = table
-                    .entry(part)
-                    .or_insert_with(|| Value::Table(Table::new()))
-                    .as_table_mut()
-                    .expect("config sections are tables");
+                (key.clone(), format!("`{holder}` is a value, not a table"))
+            };
+            ConfigError::Parse {
+                origin: origin_of(&culprit, sources),
+                message,
             }
-        }
+        })?;
     }
     // Round-trip through text so the parser's message names the offending key.
     let text = toml::to_string(&root).map_err(|e| ConfigError::Parse {
@@ -544,12 +599,56 @@ fn deserialize(
             .span()
             .and_then(|span| key_at(&text, span.start))
             .unwrap_or_default();
-        let origin = sources
-            .get(&key)
-            .map(|s| format!(" at `{key}` (from {s})"))
-            .unwrap_or_default();
-        ConfigError::Parse { origin, message }
+        ConfigError::Parse {
+            origin: origin_of(&key, sources),
+            message,
+        }
     })
+}
+
+/// Sets the dotted `key` in `root`, creating tables on the way; fails with the dotted prefix
+/// that already holds a value where a table is needed.
+fn insert_dotted(root: &mut Table, key: &str, value: Value) -> Result<(), String> {
+    let mut table = root;
+    let mut parts = key.split('.').peekable();
+    let mut path = String::new();
+    while let Some(part) = parts.next() {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(part);
+        if parts.peek().is_none() {
+            table.insert(part.to_owned(), value);
+            return Ok(());
+        }
+        table = match table
+            .entry(part)
+            .or_insert_with(|| Value::Table(Table::new()))
+        {
+            Value::Table(t) => t,
+            _ => return Err(path),
+        };
+    }
+    Ok(())
+}
+
+/// ` at `key` (from <source>)` for an error message, using the source of the longest dotted
+/// prefix of `key` that has one (a value inside an array of tables, or inside a table given
+/// where a value belongs, is reported with the source of the key that holds it).
+fn origin_of(key: &str, sources: &BTreeMap<String, Source>) -> String {
+    if key.is_empty() {
+        return String::new();
+    }
+    let mut prefix = key;
+    loop {
+        if let Some(source) = sources.get(prefix) {
+            return format!(" at `{key}` (from {source})");
+        }
+        match prefix.rsplit_once('.') {
+            Some((shorter, _)) => prefix = shorter,
+            None => return format!(" at `{key}`"),
+        }
+    }
 }
 
 /// The dotted key whose value is at byte `offset` in a TOML document written by `toml`.
@@ -561,6 +660,9 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         let trimmed = line.trim();
         if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = name.trim_matches(|c| c == '[' || c == ']').to_owned();
+            if offset >= pos && offset <= end {
+                return Some(section);
+            }
         } else if offset >= pos && offset <= end {
             let key = trimmed.split('=').next()?.trim().trim_matches('"');
             return Some(if section.is_empty() {

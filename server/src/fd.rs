@@ -58,6 +58,33 @@ pub fn systemd_listener() -> std::io::Result<Option<OwnedFd>> {
     }
 }
 
+/// Environment variable listing inherited shared-memory zones as `policy=fd,policy=fd`.
+pub const SHM_ZONES_ENV: &str = "PALISADE_SHM_ZONES";
+
+/// Takes ownership of the shared-memory zone descriptors named by [`SHM_ZONES_ENV`].
+pub fn take_zones_from_env() -> std::io::Result<Vec<(String, OwnedFd)>> {
+    let Some(list) = std::env::var(SHM_ZONES_ENV).ok() else {
+        return Ok(Vec::new());
+    };
+    let mut zones = Vec::new();
+    for item in list.split(',').filter(|i| !i.is_empty()) {
+        let (name, raw) = item.rsplit_once('=').ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad zone entry {item:?}"),
+            )
+        })?;
+        let fd: RawFd = raw.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bad zone descriptor {raw:?}"),
+            )
+        })?;
+        zones.push((name.to_owned(), take_raw(fd)?));
+    }
+    Ok(zones)
+}
+
 fn take_raw(fd: RawFd) -> std::io::Result<OwnedFd> {
     // SAFETY: the descriptor is only borrowed for this one fcntl call, which checks that it is
     // open (EBADF otherwise) before we claim it.

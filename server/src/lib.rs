@@ -7,6 +7,7 @@
 //! shows the effective configuration and where each value came from.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod channel;

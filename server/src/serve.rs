@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,9 +15,10 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use palisade::shutdown::{Drain, DrainReport};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
 use crate::config::ServerConfig;
@@ -41,38 +41,31 @@ pub fn bind(config: &ServerConfig) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// The outcome of [`serve`] after a drain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServeReport {
-    /// Connections still open when the grace period ended (their requests were cut).
-    pub cut_connections: usize,
-}
-
-/// Serves `app` on `listener` until `stop` turns true, then stops accepting and waits up to
-/// `grace` for open connections to finish their in-flight requests.
+/// Serves `app` on `listener` until `drain` stops accepting, then waits (up to the drain's grace
+/// period) for in-flight requests and reports what completed and what was cut.
 pub async fn serve(
     listener: std::net::TcpListener,
     app: Router,
     config: &ServerConfig,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) -> std::io::Result<ServeReport> {
+    drain: Drain,
+) -> std::io::Result<DrainReport> {
     let listener = TcpListener::from_std(listener)?;
     let builder = Arc::new(connection_builder(config));
     let graceful = GracefulShutdown::new();
-    let open = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let nodelay = config.tcp_nodelay;
+    let stopped = drain.accept_stopped();
+    tokio::pin!(stopped);
 
     loop {
         let permit = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            () = &mut stopped => break,
             permit = Arc::clone(&slots).acquire_owned() => permit.expect("semaphore never closed"),
         };
         let (stream, peer) = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            () = &mut stopped => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(error) => {
@@ -94,26 +87,19 @@ pub async fn serve(
             });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
-        let open = Arc::clone(&open);
-        open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
-            open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
     drop(listener);
-    tracing::info!(
-        open = open.load(Ordering::Relaxed),
-        "stopped accepting; draining connections"
-    );
-    let cut_connections = tokio::select! {
-        () = graceful.shutdown() => 0,
-        () = tokio::time::sleep(grace) => open.load(Ordering::Relaxed),
-    };
-    Ok(ServeReport { cut_connections })
+    tracing::info!(in_flight = drain.in_flight(), "stopped accepting; draining");
+    // Idle keep-alive connections close now; busy ones after their response (HTTP/2: GOAWAY).
+    tokio::spawn(graceful.shutdown());
+    let report = drain.wait(drain.config().grace()).await;
+    Ok(report)
 }
 
 fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {

@@ -18,6 +18,7 @@
 //! The supervisor never handles requests and never closes the listener while running.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use palisade::control::model::{StatusCounts, WorkerInfo};
+use palisade::observe::{StatsConfig, StatsRecorder, StatsSnapshot};
+use palisade::rate_limit::ShmZone;
 
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
 use crate::config::{self, Config, Overrides};
@@ -77,6 +80,8 @@ pub struct View {
 pub struct SupervisorHandle {
     /// The latest view.
     pub view: Arc<RwLock<View>>,
+    /// Latency and status statistics merged from every worker's heartbeats (exact HDR merge).
+    pub stats: StatsRecorder,
     /// Commands to the supervisor loop.
     pub commands: mpsc::Sender<Command>,
 }
@@ -140,8 +145,9 @@ struct RollStep {
 #[derive(Debug)]
 struct Supervisor {
     config: Config,
+    /// `config` as a TOML document in an anonymous memory file; see [`config_snapshot`].
+    config_file: std::fs::File,
     overrides: Overrides,
-    args: Vec<String>,
     listener: Option<std::net::TcpListener>,
     listen_fd: i32,
     target: usize,
@@ -156,6 +162,13 @@ struct Supervisor {
     settings_changes: BTreeMap<String, Value>,
     next_request_id: u64,
     view: Arc<RwLock<View>>,
+    stats: StatsRecorder,
+    zones_env: String,
+    /// The binary workers run, resolved once at start: a rebuilt binary at the same path is
+    /// picked up by the next worker (upgrade by SIGHUP), where `/proc/self/exe` would point at
+    /// the deleted old file.
+    exe: std::path::PathBuf,
+    _zone_fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Runs the supervisor until every worker has drained after SIGTERM/SIGINT; returns the exit
@@ -164,15 +177,30 @@ pub async fn run(
     config: Config,
     overrides: Overrides,
     listener: std::net::TcpListener,
+    zones: &[(String, Arc<ShmZone>)],
     handle_tx: Option<oneshot::Sender<SupervisorHandle>>,
 ) -> std::io::Result<u8> {
     fd::set_inheritable(&listener, true)?;
+    let mut zone_fds = Vec::new();
+    let mut zones_env = Vec::new();
+    for (name, zone) in zones {
+        let fd = zone.inheritable_fd()?;
+        zones_env.push(format!("{name}={}", fd.as_raw_fd()));
+        zone_fds.push(fd);
+    }
+    let stats = StatsRecorder::new(
+        StatsConfig::builder()
+            .shards(1)
+            .build()
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+    );
     let (events_tx, mut events) = mpsc::channel(1024);
     let (commands_tx, mut commands) = mpsc::channel(64);
     let view = Arc::new(RwLock::new(View::default()));
     if let Some(tx) = handle_tx {
         let _ = tx.send(SupervisorHandle {
             view: Arc::clone(&view),
+            stats: stats.clone(),
             commands: commands_tx,
         });
     }
@@ -180,9 +208,9 @@ pub async fn run(
         target: config.worker_count(),
         listen_fd: listener.as_raw_fd(),
         listener: Some(listener),
+        config_file: config_snapshot(&config)?,
         config,
         overrides,
-        args: std::env::args().skip(1).collect(),
         procs: HashMap::new(),
         slots: BTreeMap::new(),
         rolling: VecDeque::new(),
@@ -194,6 +222,10 @@ pub async fn run(
         settings_changes: BTreeMap::new(),
         next_request_id: 0,
         view,
+        stats,
+        zones_env: zones_env.join(","),
+        exe: std::env::current_exe()?,
+        _zone_fds: zone_fds,
     };
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -234,6 +266,21 @@ pub async fn run(
     }
 }
 
+/// Writes `config` as a TOML document to an anonymous memory file (`memfd`, close-on-exec).
+///
+/// Workers get it as `--config /proc/self/fd/N`, so a worker always starts with the
+/// configuration the supervisor holds: editing the file on disk, or a reload the supervisor
+/// refused, never changes what a replacement, recycled or added worker runs. Only a successful
+/// SIGHUP reload replaces the snapshot.
+fn config_snapshot(config: &Config) -> std::io::Result<std::fs::File> {
+    let text = toml::to_string(config).map_err(std::io::Error::other)?;
+    let fd =
+        nix::sys::memfd::memfd_create(c"palisade-config", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(text.as_bytes())?;
+    Ok(file)
+}
+
 impl Supervisor {
     fn live_for(&self, id: u32) -> usize {
         self.procs
@@ -256,14 +303,26 @@ impl Supervisor {
     fn spawn(&mut self, id: u32) -> std::io::Result<u32> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         fd::set_inheritable(&theirs, true)?;
-        let exe = std::env::current_exe()?;
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.args(&self.args)
-            .env(WORKER_ENV, id.to_string())
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        // The worker's whole configuration is the supervisor's current one: it reads the
+        // snapshot and nothing else (not the file, which may have been edited or refused since,
+        // nor a `PALISADE_*` variable that a command-line flag overrode here).
+        cmd.arg("--config")
+            .arg(format!("/proc/self/fd/{}", self.config_file.as_raw_fd()));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("PALISADE_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env(WORKER_ENV, id.to_string())
             .env(LISTEN_FD_ENV, self.listen_fd.to_string())
             .env(CONTROL_FD_ENV, theirs.as_raw_fd().to_string())
+            .env(fd::SHM_ZONES_ENV, &self.zones_env)
             .stdin(std::process::Stdio::null());
-        let mut child = cmd.spawn()?;
+        fd::set_inheritable(&self.config_file, true)?;
+        let spawned = cmd.spawn();
+        fd::set_inheritable(&self.config_file, false)?;
+        let mut child = spawned?;
         drop(theirs);
         let pid = child.id().unwrap_or(0);
 
@@ -437,7 +496,20 @@ impl Supervisor {
                     self.drain(step.old_pid, Duration::ZERO);
                 }
             }
-            WorkerMsg::Heartbeat(hb) => p.hb = hb,
+            WorkerMsg::Heartbeat(mut hb) => {
+                // Statistics arrive as deltas: merge each exactly once, then drop them.
+                if let Some(delta) = hb.stats.take() {
+                    match serde_json::from_value::<StatsSnapshot>(delta) {
+                        Ok(delta) => {
+                            if let Err(error) = self.stats.absorb(&delta) {
+                                tracing::warn!(pid, %error, "worker statistics not merged");
+                            }
+                        }
+                        Err(error) => tracing::warn!(pid, %error, "malformed worker statistics"),
+                    }
+                }
+                p.hb = hb;
+            }
             WorkerMsg::Drained { completed, cut } => {
                 tracing::info!(worker_id = p.id, pid, completed, cut, "worker drained");
             }
@@ -605,9 +677,17 @@ impl Supervisor {
     fn reload(&mut self) {
         match config::load(&self.overrides) {
             Ok(loaded) => {
+                let file = match config_snapshot(&loaded.config) {
+                    Ok(file) => file,
+                    Err(error) => {
+                        tracing::error!(%error, "SIGHUP: cannot hand the new configuration to workers; keeping the old one");
+                        return;
+                    }
+                };
                 tracing::info!("SIGHUP: configuration reloaded");
                 let target = loaded.config.worker_count();
                 self.config = loaded.config;
+                self.config_file = file;
                 if target != self.target {
                     self.scale(target);
                 }
@@ -765,7 +845,7 @@ impl Supervisor {
                     rss_bytes: p.hb.rss_bytes,
                     restarts: slot.map_or(0, |s| s.restarts),
                     loop_lag_ms: p.hb.loop_lag_ms,
-                    p99_ms: None,
+                    p99_ms: p.hb.p99_ms,
                 }
             })
             .collect();

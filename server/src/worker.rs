@@ -6,15 +6,13 @@
 //! control channel closes.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::app::{self, AppState};
+use crate::app::{App, AppState};
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
-use crate::config::Config;
 use crate::serve;
 
 /// Environment variable carrying the worker slot id; its presence makes `palisade` a worker.
@@ -22,11 +20,13 @@ pub const WORKER_ENV: &str = "PALISADE_WORKER";
 
 /// Runs worker `worker_id` on `listener` until the supervisor drains it or goes away.
 pub async fn run(
-    config: Config,
-    worker_id: u32,
+    app: App,
     listener: std::net::TcpListener,
     control: std::os::unix::net::UnixStream,
 ) -> std::io::Result<()> {
+    let App { state, router } = app;
+    let config = state.config.clone();
+    let worker_id = state.worker_id;
     let parent = nix::unistd::getppid();
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
     if nix::unistd::getppid() != parent {
@@ -54,11 +54,6 @@ pub async fn run(
         })
         .await;
 
-    let state = Arc::new(AppState::new(config.clone(), worker_id));
-    let router = app::build(Arc::clone(&state));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-
     // Heartbeats, with event-loop lag measured as the tick's lateness.
     let interval = Duration::from_millis(config.workers.heartbeat_interval_ms);
     {
@@ -82,7 +77,6 @@ pub async fn run(
     {
         let state = Arc::clone(&state);
         let out = out_tx.clone();
-        let stop = Arc::clone(&stop_tx);
         let grace_ms = config.shutdown.graceful_timeout_secs * 1000;
         tokio::spawn(async move {
             loop {
@@ -111,14 +105,13 @@ pub async fn run(
                         let _ = out.send(WorkerMsg::Applied { id, error }).await;
                     }
                     Ok(SupervisorMsg::Drain { delay_ms, .. }) => {
-                        state.set_ready(false);
-                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                        let _ = stop.send(true);
+                        state
+                            .drain
+                            .start_with_delay(Duration::from_millis(delay_ms));
                     }
                     Err(error) => {
                         tracing::warn!(%error, worker_id = state.worker_id, "control channel lost; draining");
-                        state.set_ready(false);
-                        let _ = stop.send(true);
+                        state.drain.start_with_delay(Duration::ZERO);
                         break;
                     }
                 }
@@ -129,26 +122,22 @@ pub async fn run(
     state.set_ready(true);
     let _ = out_tx.send(WorkerMsg::Ready).await;
     tracing::info!(worker_id, pid = std::process::id(), "worker ready");
-    let completed_before = state.requests.load(Ordering::Relaxed);
-    let report = serve::serve(
-        listener,
-        router,
-        &config.server,
-        stop_rx,
-        config.shutdown.graceful_timeout(),
-    )
-    .await?;
-    let completed = state.requests.load(Ordering::Relaxed) - completed_before;
+    let report = serve::serve(listener, router, &config.server, state.drain.clone()).await?;
     tracing::info!(
         worker_id,
         pid = std::process::id(),
-        cut = report.cut_connections,
+        completed = report.completed,
+        cut = report.cut,
         "worker drained"
     );
+    // A last heartbeat so the final requests' statistics reach the supervisor.
+    let _ = out_tx
+        .send(WorkerMsg::Heartbeat(heartbeat(&state, Duration::ZERO)))
+        .await;
     let _ = out_tx
         .send(WorkerMsg::Drained {
-            completed,
-            cut: report.cut_connections as u64,
+            completed: report.completed,
+            cut: report.cut,
         })
         .await;
     // Give the writer a moment to flush the last message.
@@ -166,13 +155,21 @@ fn join(errors: &[palisade::control::FieldError]) -> String {
 }
 
 fn heartbeat(state: &AppState, lag: Duration) -> Heartbeat {
+    let traffic = state.observe.traffic();
+    let p99_ms = traffic
+        .latency
+        .iter()
+        .max_by_key(|w| w.window_secs)
+        .filter(|w| w.count > 0)
+        .map(|w| w.p99_ms);
     Heartbeat {
         loop_lag_ms: lag.as_secs_f64() * 1000.0,
-        in_flight: state.in_flight.load(Ordering::Relaxed),
-        requests: state.requests.load(Ordering::Relaxed),
+        in_flight: state.drain.in_flight(),
+        requests: traffic.requests_total,
         rss_bytes: rss_bytes().unwrap_or(0),
-        status: *state.status.lock(),
-        stats: None,
+        p99_ms,
+        status: traffic.status,
+        stats: serde_json::to_value(state.observe.take_delta()).ok(),
         components: state.registry.snapshot(),
     }
 }

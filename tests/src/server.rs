@@ -39,8 +39,10 @@ pub struct ServerProcess {
     child: Option<Child>,
     /// The public listener.
     pub addr: SocketAddr,
-    /// The admin listener (when the server was started with one).
+    /// The admin listener.
     pub admin_addr: Option<SocketAddr>,
+    /// The admin token file.
+    pub token_file: PathBuf,
 }
 
 /// How to start a server.
@@ -71,7 +73,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Also binds the admin endpoint on a free port (`--admin-addr`).
+    /// Kept for readability: every server binds its admin endpoint on a free port.
     #[must_use]
     pub fn with_admin(mut self) -> Self {
         self.admin = true;
@@ -94,12 +96,18 @@ impl ServerBuilder {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = Command::new(binary());
         cmd.arg("--bind").arg(addr.to_string());
-        let admin_addr = self
-            .admin
-            .then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
-        if let Some(a) = admin_addr {
-            cmd.arg("--admin-addr").arg(a.to_string());
-        }
+        // Every server gets a private admin port and token file, so tests never collide on the
+        // default 127.0.0.1:9901 or share the user's token.
+        let admin_port = free_port();
+        let admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], admin_port)));
+        let token_file = std::env::temp_dir().join(format!(
+            "palisade-test-{}-{admin_port}.token",
+            std::process::id()
+        ));
+        cmd.arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .arg("--admin-token-file")
+            .arg(&token_file);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
@@ -114,6 +122,7 @@ impl ServerBuilder {
             child: Some(child),
             addr,
             admin_addr,
+            token_file,
         };
         let path = self
             .ready_path
@@ -154,6 +163,25 @@ impl ServerProcess {
             "http://{}{}",
             self.admin_addr.expect("started with_admin"),
             path
+        )
+    }
+
+    /// The admin bearer token (read from the token file the server wrote).
+    ///
+    /// # Panics
+    /// When the file cannot be read.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(&self.token_file)
+            .expect("read the admin token file")
+            .trim()
+            .to_owned()
+    }
+
+    /// `Authorization: Bearer …` for the admin API.
+    pub fn admin_auth(&self) -> (String, String) {
+        (
+            "authorization".to_owned(),
+            format!("Bearer {}", self.admin_token()),
         )
     }
 
@@ -199,6 +227,7 @@ impl Drop for ServerProcess {
             }
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(&self.token_file);
     }
 }
 

@@ -191,7 +191,9 @@ async fn demo_and_health_routes() {
     );
     let res = client.get(&server.url("/health/worker")).await.unwrap();
     let worker = res.json();
-    assert_eq!(worker["pid"], server.pid());
-    assert_eq!(worker["worker_id"], 0);
+    // Answered by a worker process of the supervisor (not the supervisor itself).
+    let pid = worker["pid"].as_u64().unwrap();
+    assert!(pid > 0 && pid != u64::from(server.pid()), "{worker}");
+    assert!(worker["worker_id"].as_u64().unwrap() < 64);
     assert!(worker["in_flight"].as_u64().unwrap() >= 1);
 }

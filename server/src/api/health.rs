@@ -2,7 +2,6 @@
 //! before the server is ready) and `/health/worker` (who answered).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -57,7 +56,7 @@ async fn worker(State(state): State<Arc<AppState>>) -> Json<WorkerHealth> {
         worker_id: state.worker_id,
         pid: std::process::id(),
         uptime_secs: state.started.elapsed().as_secs(),
-        in_flight: state.in_flight.load(Ordering::Relaxed),
-        requests: state.requests.load(Ordering::Relaxed),
+        in_flight: state.drain.in_flight(),
+        requests: state.observe.traffic().requests_total,
     })
 }

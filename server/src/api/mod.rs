@@ -17,19 +17,36 @@ use http::StatusCode;
 use palisade::problem::Problem;
 use serde::Deserialize;
 
-use crate::app::AppState;
+use crate::app::{AppState, RouteLayers};
 
 /// All routes of the reference API (without the layers).
-pub fn routes(state: Arc<AppState>) -> Router {
+pub fn routes(state: Arc<AppState>, layers: RouteLayers) -> Router {
     Router::new()
         .nest("/api/v1", Router::new().nest("/users", users::routes()))
-        .route("/names", get(names))
+        .route("/names", get(names).route_layer(layers.names_cache))
         .route("/plaintext", get(plaintext))
         .route("/slow", get(slow))
-        .route("/flaky", get(flaky))
+        .route("/flaky", get(flaky).route_layer(layers.flaky_breaker))
         .nest("/health", health::routes())
+        .merge(debug_routes())
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Test-only routes (cargo feature `test-routes`, off by default): `/debug/block?ms=` blocks
+/// the worker's event loop, to exercise stuck-worker detection.
+#[cfg(feature = "test-routes")]
+fn debug_routes() -> Router<Arc<AppState>> {
+    async fn block(ApiQuery(p): ApiQuery<SlowParams>) -> &'static str {
+        std::thread::sleep(Duration::from_millis(p.ms.unwrap_or(60_000)));
+        "unblocked\n"
+    }
+    Router::new().route("/debug/block", get(block))
+}
+
+#[cfg(not(feature = "test-routes"))]
+fn debug_routes() -> Router<Arc<AppState>> {
+    Router::new()
 }
 
 async fn plaintext() -> &'static str {

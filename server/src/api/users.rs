@@ -275,6 +275,8 @@ async fn create(
 ) -> Result<impl IntoResponse, Problem> {
     new.validate().map_err(invalid)?;
     let user = state.users.create(new)?;
+    // A 404 for this id may have been cached (negative caching).
+    state.users_cache.invalidate(&user.id).await;
     let location = format!("/api/v1/users/{}", user.id);
     Ok((
         StatusCode::CREATED,
@@ -296,7 +298,9 @@ async fn replace(
     ApiJson(new): ApiJson<NewUser>,
 ) -> Result<Json<User>, Problem> {
     new.validate().map_err(invalid)?;
-    Ok(Json(state.users.replace(id, new)?))
+    let user = state.users.replace(id, new)?;
+    state.users_cache.invalidate(&id).await;
+    Ok(Json(user))
 }
 
 async fn remove(
@@ -304,6 +308,7 @@ async fn remove(
     UserId(id): UserId,
 ) -> Result<StatusCode, Problem> {
     state.users.delete(id)?;
+    state.users_cache.invalidate(&id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,305 @@
+//! The admin endpoint of the reference server: `palisade::admin`'s router over this process's
+//! registry, with a backend that reports workers and merged traffic.
+//!
+//! In supervisor mode the registry holds the supervisor's own copies of the layer handles (the
+//! authoritative settings, validated and versioned here); each applied change is fanned out to
+//! every worker over the control channels, and replayed to workers started later. Statistics
+//! shown for a component are summed over the workers' reports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use palisade::admin::{self, AdminBackend, AdminConfig, Applied, BackendError, LocalBackend};
+use palisade::control::model::{ServerInfo, Traffic, WorkerInfo};
+use palisade::control::{Change, Component, ComponentKind, FieldError, Registry};
+use palisade::observe::StatsRecorder;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::supervisor::{Command, SupervisorHandle};
+
+/// Where the admin token lives: `admin.token_file`, else the per-user default that
+/// `palisade-top` also looks at.
+pub fn token_path(config: &Config) -> PathBuf {
+    config
+        .admin
+        .token_file
+        .clone()
+        .or_else(palisade_top::default_token_path)
+        .unwrap_or_else(|| PathBuf::from("palisade-admin.token"))
+}
+
+/// Binds the admin listener and serves the admin API in the background.
+pub async fn spawn(
+    config: &Config,
+    registry: Registry,
+    backend: impl AdminBackend,
+) -> std::io::Result<SocketAddr> {
+    let path = token_path(config);
+    let (secret, origin) = admin::token::ensure(&path)?;
+    if matches!(origin, admin::token::Origin::Created) {
+        eprintln!(
+            "palisade: admin token written to {} (mode 0600)",
+            path.display()
+        );
+    }
+    let admin_config = AdminConfig::builder()
+        .read_write_token("admin", secret)
+        .backend(backend)
+        .build()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let router = admin::router(registry, admin_config);
+    let listener = tokio::net::TcpListener::bind(config.admin.addr).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "admin endpoint failed");
+        }
+    });
+    tracing::info!(%addr, token_file = %path.display(), "admin endpoint listening");
+    Ok(addr)
+}
+
+/// The backend of a single-process server.
+pub fn local_backend(stats: StatsRecorder, listen: Option<SocketAddr>) -> LocalBackend {
+    let mut backend = LocalBackend::new()
+        .name("palisade")
+        .version(env!("CARGO_PKG_VERSION"))
+        .mode("single")
+        .traffic(move || stats.traffic());
+    if let Some(addr) = listen {
+        backend = backend.listen(addr);
+    }
+    backend
+}
+
+/// The supervisor's backend: workers and traffic from heartbeats, worker operations and change
+/// fan-out through the supervisor loop.
+#[derive(Debug)]
+pub struct SupervisorBackend {
+    handle: SupervisorHandle,
+    started: Instant,
+    listen: Option<SocketAddr>,
+}
+
+impl SupervisorBackend {
+    /// A backend over a running supervisor.
+    pub fn new(handle: SupervisorHandle, listen: Option<SocketAddr>) -> Self {
+        Self {
+            handle,
+            started: Instant::now(),
+            listen,
+        }
+    }
+
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<oneshot::Receiver<T>, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle
+            .commands
+            .try_send(make(tx))
+            .map_err(|_| BackendError::Unavailable("the supervisor is busy; try again".into()))?;
+        Ok(rx)
+    }
+
+    fn worker_count(&self) -> usize {
+        self.handle
+            .view
+            .read()
+            .workers
+            .iter()
+            .filter(|w| w.state != "draining")
+            .count()
+    }
+}
+
+impl AdminBackend for SupervisorBackend {
+    fn server(&self) -> ServerInfo {
+        ServerInfo {
+            name: "palisade".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            mode: "supervisor".into(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            listen: self.listen.map(|a| a.to_string()),
+        }
+    }
+
+    fn workers(&self) -> Vec<WorkerInfo> {
+        self.handle.view.read().workers.clone()
+    }
+
+    fn traffic(&self) -> Traffic {
+        let mut traffic = self.handle.stats.traffic();
+        let view = self.handle.view.read();
+        traffic.in_flight = view.in_flight;
+        traffic.requests_total = traffic.requests_total.max(view.requests_total);
+        traffic
+    }
+
+    fn scale(&self, workers: u32) -> Result<Change, BackendError> {
+        let before = self.worker_count();
+        drop(self.ask(|tx| Command::Scale(workers as usize, tx))?);
+        Ok(Change {
+            before: json!({ "workers": before }),
+            after: json!({ "workers": workers }),
+        })
+    }
+
+    fn restart(&self) -> Result<Change, BackendError> {
+        let pids: Vec<u32> = self.workers().iter().map(|w| w.pid).collect();
+        drop(self.ask(Command::Restart)?);
+        Ok(Change {
+            before: json!({ "pids": pids }),
+            after: json!({ "rolling_restart": true }),
+        })
+    }
+
+    fn drain_worker(&self, id: u32) -> Result<Change, BackendError> {
+        let worker = self
+            .workers()
+            .into_iter()
+            .find(|w| w.id == id && w.state == "ready")
+            .ok_or_else(|| BackendError::NotFound(format!("no ready worker with id {id}")))?;
+        drop(self.ask(|tx| Command::Drain(id, tx))?);
+        Ok(Change {
+            before: json!({ "id": id, "pid": worker.pid }),
+            after: json!({ "id": id, "replaced": true }),
+        })
+    }
+
+    fn applied(&self, applied: &Applied) {
+        let command = match applied {
+            Applied::Settings { name, change, .. } => {
+                Command::Apply(name.clone(), change.after.clone())
+            }
+            Applied::Action {
+                name, action, args, ..
+            } => Command::Action(name.clone(), action.clone(), args.clone()),
+            _ => return,
+        };
+        if self.handle.commands.try_send(command).is_err() {
+            tracing::error!("supervisor command queue full: a change did not reach the workers");
+        }
+    }
+}
+
+/// A supervisor-side component: settings and validation from the supervisor's own handle,
+/// statistics summed over the workers' latest reports.
+#[derive(Debug)]
+pub struct Aggregated {
+    name: String,
+    inner: Arc<dyn Component>,
+    handle: SupervisorHandle,
+}
+
+impl Aggregated {
+    /// Wraps every component of `local` into a new registry whose stats come from the workers.
+    pub fn registry(local: &Registry, handle: &SupervisorHandle) -> Registry {
+        let registry = Registry::new();
+        for snapshot in local.snapshot() {
+            if let Some(inner) = local.get_kind(snapshot.kind, &snapshot.name) {
+                let proxy = Aggregated {
+                    name: snapshot.name.clone(),
+                    inner,
+                    handle: handle.clone(),
+                };
+                let _ = registry.register(snapshot.name, Arc::new(proxy));
+            }
+        }
+        registry
+    }
+}
+
+impl Component for Aggregated {
+    fn kind(&self) -> ComponentKind {
+        self.inner.kind()
+    }
+    fn version(&self) -> u64 {
+        self.inner.version()
+    }
+    fn settings(&self) -> Value {
+        self.inner.settings()
+    }
+    fn stats(&self) -> Value {
+        let view = self.handle.view.read();
+        let reports: Vec<&Value> = view
+            .heartbeats
+            .iter()
+            .flat_map(|hb| hb.components.iter())
+            .filter(|c| c.name == self.name && c.kind == self.inner.kind())
+            .map(|c| &c.stats)
+            .collect();
+        match reports.split_first() {
+            None => self.inner.stats(),
+            Some((first, rest)) => rest.iter().fold((*first).clone(), |mut acc, s| {
+                sum_into(&mut acc, s);
+                acc
+            }),
+        }
+    }
+    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
+        self.inner.apply(patch, dry_run)
+    }
+    fn action(&self, action: &str, args: &Value) -> Result<Value, Vec<FieldError>> {
+        self.inner.action(action, args)
+    }
+    fn actions(&self) -> &'static [&'static str] {
+        self.inner.actions()
+    }
+}
+
+/// Adds worker statistics: integers are summed (counters), other numbers keep the largest
+/// (rates: the worst worker), and differing strings are joined (`closed/open`).
+fn sum_into(acc: &mut Value, other: &Value) {
+    match (acc, other) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(existing) => sum_into(existing, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Number(a), Value::Number(b)) => {
+            if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+                *a = (x.saturating_add(y)).into();
+            } else if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
+                if let Some(n) = serde_json::Number::from_f64(x.max(y)) {
+                    *a = n;
+                }
+            }
+        }
+        (Value::String(a), Value::String(b)) if !a.split('/').any(|part| part == b) => {
+            a.push('/');
+            a.push_str(b);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_stats_are_summed() {
+        let mut acc = json!({"allowed": 3, "rate": 0.25, "state": "closed", "l1": {"hits": 1}});
+        sum_into(
+            &mut acc,
+            &json!({"allowed": 4, "rate": 0.5, "state": "open", "l1": {"hits": 2}, "x": 1}),
+        );
+        sum_into(&mut acc, &json!({"state": "closed"}));
+        assert_eq!(
+            acc,
+            json!({"allowed": 7, "rate": 0.5, "state": "closed/open", "l1": {"hits": 3}, "x": 1})
+        );
+    }
+}
