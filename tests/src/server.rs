@@ -92,20 +92,39 @@ impl ServerBuilder {
     /// # Panics
     /// When it does not become ready.
     pub fn spawn(self) -> ServerProcess {
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut cmd = Command::new(binary());
-        cmd.arg("--bind").arg(addr.to_string());
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         // Every server gets a private admin port and token file, so tests never collide on the
         // default 127.0.0.1:9901 or share the user's token.
-        let admin_port = free_port();
-        let admin_addr = Some(SocketAddr::from(([127, 0, 0, 1], admin_port)));
         let token_file = std::env::temp_dir().join(format!(
-            "palisade-test-{}-{admin_port}.token",
-            std::process::id()
+            "palisade-test-{}-{}.token",
+            std::process::id(),
+            admin_addr.port()
         ));
+        self.spawn_at(addr, admin_addr, token_file)
+    }
+
+    /// Like [`spawn`](Self::spawn), on given addresses and token file (e.g. to restart a server
+    /// where it was); waits for the addresses to be free first.
+    ///
+    /// # Panics
+    /// When the addresses stay busy or the server does not become ready.
+    pub fn spawn_at(
+        self,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        token_file: PathBuf,
+    ) -> ServerProcess {
+        assert!(
+            wait_until(Duration::from_secs(20), || !is_listening(addr)
+                && !is_listening(admin)),
+            "{addr} or {admin} still busy"
+        );
+        let admin_addr = Some(admin);
+        let mut cmd = Command::new(binary());
+        cmd.arg("--bind").arg(addr.to_string());
         cmd.arg("--admin-addr")
-            .arg(format!("127.0.0.1:{admin_port}"))
+            .arg(admin.to_string())
             .arg("--admin-token-file")
             .arg(&token_file);
         cmd.args(&self.args)
@@ -124,6 +143,7 @@ impl ServerBuilder {
             admin_addr,
             token_file,
         };
+        let admin_enabled = !self.args.iter().any(|a| a.replace(' ', "") == "admin.enabled=false");
         let path = self
             .ready_path
             .unwrap_or_else(|| "/health/ready".to_owned());
@@ -131,7 +151,9 @@ impl ServerBuilder {
             if let Some(status) = server.try_wait() {
                 panic!("palisade exited before it was ready: {status}");
             }
-            is_listening(addr) && blocking_status(addr, &path) == Some(200)
+            is_listening(addr)
+                && blocking_status(addr, &path) == Some(200)
+                && (!admin_enabled || is_listening(admin))
         });
         assert!(ready, "palisade did not become ready on {addr}");
         server

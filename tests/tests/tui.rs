@@ -1,0 +1,245 @@
+//! `palisade-top` end to end: the real dashboard in tmux against a real two-worker server.
+//! It shows both worker pids, edits a limit with keystrokes (checked through the admin API and
+//! by the 429s that follow), survives the server going away (stale data, reconnecting) and
+//! reconnects when it returns.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use palisade_tests::http::Client;
+use palisade_tests::server::ServerProcess;
+use palisade_tests::wait_until;
+
+/// A tmux session this test created; killed (by its unique name) on drop.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Option<Self> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "tmux is required in CI (.ci/run installs it)"
+            );
+            eprintln!(
+                "\n!!!!!!!! SKIPPING: tmux not found; install it to run this test !!!!!!!!\n"
+            );
+            return None;
+        }
+        let name = format!("palisade-top-test-{}", std::process::id());
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "140",
+                "-y",
+                "40",
+                command,
+            ])
+            .status()
+            .expect("run tmux");
+        assert!(status.success(), "tmux new-session failed");
+        Some(Self { name })
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            let status = Command::new("tmux")
+                .args(["send-keys", "-t", &self.name, key])
+                .status()
+                .expect("tmux send-keys");
+            assert!(status.success());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let ok = wait_until(timeout, || {
+            last = self.screen();
+            check(&last)
+        });
+        assert!(ok, "screen never showed {what}:\n{last}");
+        last
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["has-session", "-t", &self.name])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+fn top_binary() -> PathBuf {
+    palisade_tests::server::binary().with_file_name("palisade-top")
+}
+
+fn worker_pids(server: &ServerProcess) -> Vec<u64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (k, v) = server.admin_auth();
+        let res = Client::new()
+            .request(
+                http::Method::GET,
+                &server.admin_url("/admin/v1/snapshot"),
+                &[(&k, &v)],
+                "",
+            )
+            .await
+            .unwrap();
+        res.json()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["pid"].as_u64().unwrap())
+            .collect()
+    })
+}
+
+#[test]
+fn dashboard_shows_workers_edits_limits_and_survives_restarts() {
+    let server = ServerProcess::builder().args(["--workers", "2"]).spawn();
+    let admin_addr = server.admin_addr.unwrap();
+    let command = format!(
+        "{} --url http://{} --token-file {}",
+        top_binary().display(),
+        admin_addr,
+        server.token_file.display()
+    );
+    let Some(tmux) = Tmux::start(&command) else {
+        return;
+    };
+
+    // Both worker pids appear in the workers table.
+    let mut pids = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        pids = worker_pids(&server);
+        pids.len() == 2
+    }));
+    tmux.wait_for("both worker pids", Duration::from_secs(15), |s| {
+        s.contains("LIVE") && pids.iter().all(|p| s.contains(&p.to_string()))
+    });
+
+    // Limits panel: rate 1, then burst 2, each confirmed.
+    tmux.keys(&["4"]);
+    tmux.wait_for("the limits table", Duration::from_secs(5), |s| {
+        s.contains("api") && s.contains("RATE")
+    });
+    tmux.keys(&["e", "C-u", "1", "Enter", "y"]);
+    std::thread::sleep(Duration::from_millis(800));
+    tmux.keys(&["l", "e", "C-u", "2", "Enter", "y"]);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let settings = rt.block_on(async {
+        let (k, v) = server.admin_auth();
+        let mut settings = serde_json::Value::Null;
+        for _ in 0..50 {
+            let res = Client::new()
+                .request(
+                    http::Method::GET,
+                    &server.admin_url("/admin/v1/limits/api"),
+                    &[(&k, &v)],
+                    "",
+                )
+                .await
+                .unwrap();
+            settings = res.json()["settings"].clone();
+            if settings["rate"] == 1 && settings["burst"] == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        settings
+    });
+    assert_eq!(
+        (settings["rate"].as_u64(), settings["burst"].as_u64()),
+        (Some(1), Some(2)),
+        "{}\n{}",
+        settings,
+        tmux.screen()
+    );
+
+    // The change applies to requests on every worker: a burst of 2, then 429s.
+    std::thread::sleep(Duration::from_millis(1500));
+    let statuses: Vec<u16> = rt.block_on(async {
+        let client = Client::without_keep_alive();
+        let mut out = Vec::new();
+        for _ in 0..8 {
+            out.push(
+                client
+                    .get(&server.url("/api/v1/users/1"))
+                    .await
+                    .unwrap()
+                    .status
+                    .as_u16(),
+            );
+        }
+        out
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        6,
+        "{statuses:?}"
+    );
+
+    // The server goes away: the dashboard keeps running and shows stale data.
+    let token_file = server.token_file.clone();
+    let addr = server.addr;
+    drop(server);
+    tmux.wait_for("the stale banner", Duration::from_secs(15), |s| {
+        s.contains("STALE")
+    });
+    assert!(
+        tmux.alive(),
+        "palisade-top exited when the server went away"
+    );
+
+    // It comes back on the same ports: the dashboard reconnects by itself.
+    let restarted = ServerProcess::builder()
+        .args(["--workers", "2"])
+        .spawn_at(addr, admin_addr, token_file);
+    let new_pids = worker_pids(&restarted);
+    tmux.keys(&["1"]);
+    tmux.wait_for(
+        "reconnection with the new workers",
+        Duration::from_secs(30),
+        |s| {
+            s.contains("LIVE")
+                && !s.contains("STALE")
+                && new_pids.iter().all(|p| s.contains(&p.to_string()))
+        },
+    );
+}
