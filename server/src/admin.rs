@@ -46,8 +46,18 @@ pub async fn spawn(
             path.display()
         );
     }
-    let admin_config = AdminConfig::builder()
-        .read_write_token("admin", secret)
+    let mut builder = AdminConfig::builder().read_write_token("admin", secret);
+    if let Some(path) = &config.admin.read_only_token_file {
+        let (secret, origin) = admin::token::ensure(path)?;
+        if matches!(origin, admin::token::Origin::Created) {
+            eprintln!(
+                "palisade: read-only admin token written to {} (mode 0600)",
+                path.display()
+            );
+        }
+        builder = builder.read_only_token("viewer", secret);
+    }
+    let admin_config = builder
         .backend(backend)
         .build()
         .map_err(|e| std::io::Error::other(e.to_string()))?;

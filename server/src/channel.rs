@@ -192,6 +192,43 @@ pub async fn read<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
     decode(&payload)
 }
 
+/// A frame that is no valid message: a short length prefix and five bytes that are not JSON.
+pub const MALFORMED_FRAME: &[u8] = b"\x00\x00\x00\x05hello";
+
+/// Test hook (cargo feature `test-routes`, off by default): writes [`MALFORMED_FRAME`] on this
+/// worker's control channel, as a buggy worker might. The supervisor must log it, replace the
+/// worker and carry on. Served as `POST /debug/garbage-control`.
+///
+/// # Errors
+/// When this process is not a worker (no control channel) or the write fails.
+#[cfg(feature = "test-routes")]
+pub fn send_malformed_frame() -> std::io::Result<()> {
+    use std::os::fd::{BorrowedFd, RawFd};
+
+    let raw: RawFd = std::env::var(crate::fd::CONTROL_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not a worker: no control channel"))?;
+    #[allow(unsafe_code)]
+    // SAFETY: the descriptor named by PALISADE_CONTROL_FD is this worker's end of the control
+    // socketpair, owned by the channel tasks for the life of the process; it is only borrowed
+    // for the fstat and the one write below, and checked to be a socket before writing.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    let stat = nix::sys::stat::fstat(fd)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(std::io::Error::other(
+            "the control descriptor is not a socket",
+        ));
+    }
+    // One small write on a stream socket is not interleaved with the writer task's frames.
+    let written = nix::unistd::write(fd, MALFORMED_FRAME)?;
+    if written == MALFORMED_FRAME.len() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("short write on the control channel"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +254,16 @@ mod tests {
             read::<_, WorkerMsg>(&mut b).await,
             Err(FrameError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn the_test_hook_frame_is_malformed() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, MALFORMED_FRAME)
+            .await
+            .unwrap();
+        let err = read::<_, WorkerMsg>(&mut b).await.unwrap_err();
+        assert!(matches!(err, FrameError::Malformed(_)), "{err}");
     }
 
     #[tokio::test]

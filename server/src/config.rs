@@ -145,6 +145,9 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
     /// File holding the read-write bearer token; created with mode 0600 when missing.
     pub token_file: Option<PathBuf>,
+    /// File holding a read-only bearer token (GET only; mutations get 403); created with mode
+    /// 0600 when missing. Unset: no read-only token.
+    pub read_only_token_file: Option<PathBuf>,
     /// Permit binding the admin API to a non-loopback address.
     pub allow_non_loopback: bool,
 }
@@ -232,6 +235,7 @@ impl Default for AdminConfig {
             enabled: true,
             addr: SocketAddr::from(([127, 0, 0, 1], 9901)),
             token_file: None,
+            read_only_token_file: None,
             allow_non_loopback: false,
         }
     }
@@ -550,7 +554,7 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
 }
 
 /// Keys of `Option` fields, which have no value by default.
-const OPTIONAL_KEYS: &[&str] = &["admin.token_file"];
+const OPTIONAL_KEYS: &[&str] = &["admin.token_file", "admin.read_only_token_file"];
 
 /// `PALISADE_*` variables that are not configuration keys.
 const NON_KEY_ENV: &[&str] = &[

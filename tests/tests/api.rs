@@ -197,3 +197,51 @@ async fn demo_and_health_routes() {
     assert!(worker["worker_id"].as_u64().unwrap() < 64);
     assert!(worker["in_flight"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test]
+async fn admin_requires_a_token_and_read_only_tokens_cannot_change() {
+    let ro_file = std::env::temp_dir().join(format!("palisade-ro-{}.token", std::process::id()));
+    let server = ServerProcess::builder()
+        .args([
+            "--set",
+            &format!("admin.read_only_token_file=\"{}\"", ro_file.display()),
+        ])
+        .spawn();
+    let client = Client::new();
+    let limit = server.admin_url("/admin/v1/limits/api");
+    assert_eq!(client.get(&limit).await.unwrap().status, 401);
+    let ro = format!(
+        "Bearer {}",
+        std::fs::read_to_string(&ro_file).unwrap().trim()
+    );
+    let res = client
+        .request(Method::GET, &limit, &[("authorization", &ro)], "")
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200);
+    let before = res.json()["settings"].clone();
+    let res = client
+        .json(
+            Method::PUT,
+            &limit,
+            &[("authorization", &ro)],
+            &json!({"rate": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status, 403);
+    // An invalid change with the read-write token: 400 naming the field, nothing changed.
+    let (k, v) = server.admin_auth();
+    let res = client
+        .json(Method::PUT, &limit, &[(&k, &v)], &json!({"burst": 0}))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 400);
+    assert!(res.text().contains("burst"), "{}", res.text());
+    let res = client
+        .request(Method::GET, &limit, &[(&k, &v)], "")
+        .await
+        .unwrap();
+    assert_eq!(res.json()["settings"], before);
+    let _ = std::fs::remove_file(&ro_file);
+}
