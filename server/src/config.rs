@@ -88,7 +88,10 @@ pub struct ServerConfig {
     pub tcp_nodelay: bool,
     /// Set `SO_REUSEPORT` on the listener (lets several servers share a port).
     pub reuse_port: bool,
-    /// Close keep-alive connections idle for this long, seconds (0 disables keep-alive).
+    /// Keep-alive: 0 disables it (one request per connection); otherwise HTTP/2 connections are
+    /// pinged every half of this many seconds and closed when a ping goes unanswered. An idle
+    /// HTTP/1.1 connection is closed after `header_read_timeout_ms`, since the header timer
+    /// runs while the connection waits for its next request.
     pub keep_alive_timeout_secs: u64,
     /// Close connections whose request headers have not all arrived within this long,
     /// milliseconds (slowloris protection).
