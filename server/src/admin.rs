@@ -245,13 +245,22 @@ impl Component for Aggregated {
             .filter(|c| c.name == self.name && c.kind == self.inner.kind())
             .map(|c| &c.stats)
             .collect();
-        match reports.split_first() {
-            None => self.inner.stats(),
-            Some((first, rest)) => rest.iter().fold((*first).clone(), |mut acc, s| {
-                sum_into(&mut acc, s);
-                acc
-            }),
+        let Some((first, rest)) = reports.split_first() else {
+            return self.inner.stats();
+        };
+        let mut total = rest.iter().fold((*first).clone(), |mut acc, s| {
+            sum_into(&mut acc, s);
+            acc
+        });
+        // A shared-memory zone's store statistics are already zone-wide in every worker.
+        if first["store"] == "shm" {
+            for key in ZONE_WIDE {
+                if let Some(v) = first.get(*key) {
+                    total[*key] = v.clone();
+                }
+            }
         }
+        total
     }
     fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
         self.inner.apply(patch, dry_run)
@@ -263,6 +272,15 @@ impl Component for Aggregated {
         self.inner.actions()
     }
 }
+
+/// Statistics of a shared-memory rate-limit zone that each worker reports for the whole zone.
+const ZONE_WIDE: &[&str] = &[
+    "capacity",
+    "keys",
+    "evictions_idle",
+    "evictions_pressure",
+    "purged",
+];
 
 /// Adds worker statistics: integers are summed (counters), other numbers keep the largest
 /// (rates: the worst worker), and differing strings are joined (`closed/open`).

@@ -557,7 +557,23 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
 }
 
 /// Keys of `Option` fields, which have no value by default.
-const OPTIONAL_KEYS: &[&str] = &["admin.token_file", "admin.read_only_token_file"];
+const OPTIONAL_KEYS: &[&str] = &[
+    "admin.token_file",
+    "admin.read_only_token_file",
+    "breaker.slow_call_duration_ms",
+    "breaker.max_wait_in_half_open_ms",
+    "breaker.call_timeout_ms",
+    "cache.redis_url",
+    "cache.names.default_ttl_ms",
+    "cache.names.store.l1_ttl_ms",
+    "cache.names.store.negative_ttl_ms",
+    "cache.names.store.soft_timeout_ms",
+    "cache.names.store.hard_timeout_ms",
+    "cache.users.l1_ttl_ms",
+    "cache.users.negative_ttl_ms",
+    "cache.users.soft_timeout_ms",
+    "cache.users.hard_timeout_ms",
+];
 
 /// `PALISADE_*` variables that are not configuration keys.
 const NON_KEY_ENV: &[&str] = &[
@@ -709,8 +725,22 @@ impl Loaded {
         flatten("", &value, &mut flat);
         let mut out = String::new();
         let mut section = String::new();
-        for (key, source) in &self.sources {
-            let (sec, name) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut keys: Vec<(&str, &str, &Source)> = self
+            .sources
+            .iter()
+            .map(|(key, source)| {
+                let (sec, name) = key.rsplit_once('.').unwrap_or(("", key));
+                (sec, name, source)
+            })
+            .collect();
+        keys.sort_by_key(|(sec, name, _)| (*sec, *name));
+        for (sec, name, source) in keys {
+            let key = if sec.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{sec}.{name}")
+            };
+            let key = &key;
             if sec != section {
                 let _ = writeln!(out, "{}[{sec}]", if out.is_empty() { "" } else { "\n" });
                 section = sec.to_owned();

@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Generates docs/configuration.md from `palisade --print-config` and `palisade --help`.
+
+Descriptions are kept here, by key; a printed key without a description is an error, so a new
+key cannot slip into the doc undocumented. tests/tests/config_doc.rs checks the result.
+"""
+import re
+import subprocess
+import sys
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/palisade"
+OUT = sys.argv[2] if len(sys.argv) > 2 else "docs/configuration.md"
+
+printed = subprocess.run([BIN, "--print-config"], capture_output=True, text=True, env={}, check=True).stdout
+help_text = subprocess.run([BIN, "--help"], capture_output=True, text=True, env={}, check=True).stdout
+
+keys = []  # (key, section, name, value, env)
+section = ""
+for line in printed.splitlines():
+    line = line.rstrip()
+    if not line:
+        continue
+    if line.startswith("[") and line.endswith("]"):
+        section = line[1:-1]
+        continue
+    name, rest = line.split(" = ", 1)
+    value, comment = rest.rsplit("  # ", 1)
+    env = comment.split("env ", 1)[1]
+    key = f"{section}.{name}" if section else name
+    keys.append((key, section, name, value, env))
+
+flags = {}
+current = None
+for line in help_text.splitlines():
+    m = re.match(r"^\s+(?:-\w, )?(--[a-z0-9-]+)", line)
+    if m:
+        current = m.group(1)
+        continue
+    if current:
+        k = re.search(r"\(([a-z0-9_]+(?:\.[a-z0-9_]+)+)\)\s*$", line)
+        if k:
+            flags[k.group(1)] = current
+short = {"--workers": "-w", "--config": "-c"}
+
+D = {
+    # server
+    "server.bind": "Address and port of the public listener. One TCP address.",
+    "server.backlog": "Listen backlog (`listen(2)`); the kernel caps it at `net.core.somaxconn`.",
+    "server.tcp_nodelay": "Disable Nagle's algorithm on accepted connections.",
+    "server.reuse_port": "Set `SO_REUSEPORT` on the listener, so another server can bind the same port. Workers always share the one listener.",
+    "server.keep_alive_timeout_secs": "Close keep-alive connections idle this long; 0 disables keep-alive. Keep it above the idle timeout of the proxy in front.",
+    "server.header_read_timeout_ms": "Close connections whose request head has not fully arrived within this time (slowloris).",
+    "server.max_headers": "Most request headers (1 to 10000); more answer `431`.",
+    "server.max_header_bytes": "Largest request head (request line + headers), at least 1024; more answer `431`. HTTP/1 buffers at least 8192 bytes.",
+    "server.body_limit_bytes": "Largest request body; more answer `413` before the handler runs.",
+    "server.http2": "Also serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1.",
+    "server.max_connections": "Most open client connections per process; more wait in the backlog.",
+    # workers
+    "workers.count": "Worker processes; 0 means one per CPU (at most 1024).",
+    "workers.single_process": "Serve in this process, without a supervisor or workers.",
+    "workers.threads": "Runtime threads per worker; 0 means one per CPU in single-process mode and one per worker under the supervisor.",
+    "workers.heartbeat_interval_ms": "How often workers report to the supervisor.",
+    "workers.worker_timeout_secs": "A worker without a heartbeat, or whose event loop lags, this long is killed and replaced. Must exceed the heartbeat interval.",
+    "workers.startup_timeout_secs": "A starting worker not ready within this time is killed (a rolling restart then stops and keeps the old worker).",
+    "workers.max_requests": "Recycle a worker after this many requests; 0 never. The replacement starts first.",
+    "workers.max_requests_jitter": "Up to this many requests are added at random to `max_requests` per worker.",
+    "workers.max_age_secs": "Recycle a worker after this many seconds (up to 10 % jitter added); 0 never.",
+    "workers.max_rss_mb": "Recycle a worker whose resident memory exceeds this many MiB; 0 never.",
+    "workers.restart_backoff_max_ms": "Longest wait between restarts of a crashing worker (the backoff doubles up to this).",
+    # shutdown
+    "shutdown.drain_delay_ms": "After a drain starts, `/health/ready` answers 503 for this long before the listener stops accepting, so load balancers notice.",
+    "shutdown.graceful_timeout_secs": "Longest a drain waits for in-flight requests (after accept stopped) before cutting them; at least 1.",
+    # admin
+    "admin.enabled": "Serve the admin API (used by `palisade-top`).",
+    "admin.addr": "Address of the admin listener; must be loopback unless `admin.allow_non_loopback`.",
+    "admin.token_file": "File holding the read-write bearer token; created (mode 0600) when missing. Unset: `$XDG_STATE_HOME/palisade/admin.token` (or `~/.local/state/palisade/admin.token`), where `palisade-top` looks too.",
+    "admin.read_only_token_file": "File holding a read-only bearer token (`GET` only; changes get `403`), for dashboards and monitoring; created (mode 0600) when missing. Unset: no read-only token.",
+    "admin.allow_non_loopback": "Permit binding the admin API to a non-loopback address (serve it behind TLS then).",
+    # log
+    "log.format": "`compact` (one line per event), `pretty` (multi-line) or `json` (one object per line). Logs go to stderr.",
+    "log.level": "A `tracing` filter such as `info` or `palisade=debug,info`; `RUST_LOG` overrides it.",
+    # demo
+    "demo.slow_max_ms": "Longest delay `GET /slow?ms=` accepts.",
+    # rate_limit
+    "rate_limit.trusted_proxies": "CIDRs of proxies whose forwarding header is believed; empty means the socket peer is the client.",
+    "rate_limit.forwarded_header": "The header trusted proxies set: `x-forwarded-for`, `forwarded` (RFC 7239) or `none`.",
+    "rate_limit.ipv6_prefix": "IPv6 clients are keyed by this prefix length (0 to 128).",
+    "rate_limit.exempt_paths": "Paths never limited (`/exact`, `/prefix/*`).",
+    "rate_limit.exempt_cidrs": "Client networks never limited.",
+    "rate_limit.headers": "Which responses carry `RateLimit` / `RateLimit-Policy`: `all`, `rejected` or `none` (`Retry-After` is always sent on a 429).",
+    "rate_limit.policy": "The policies, evaluated in order; every policy that applies must pass. See [Rate-limit policies](#rate-limit-policies).",
+    # cache
+    "cache.enabled": "Use the caches at all; off: handlers go straight to the store and `/names` has no response cache.",
+    # breaker
+    "breaker.window_kind": "`count` (the last `window_size` calls) or `time` (the calls of the last `window_size` seconds).",
+    "breaker.window_size": "Calls (count window, 1 to 100000) or seconds (time window, 1 to 3600).",
+    "breaker.minimum_calls": "Calls the window must hold before any rate is evaluated (at least 1; at most `window_size` for a count window).",
+    "breaker.failure_rate_threshold": "Failure rate in percent, in (0, 100], at or above which the breaker opens.",
+    "breaker.slow_call_rate_threshold": "Slow-call rate in percent, in (0, 100], at or above which the breaker opens.",
+    "breaker.wait_in_open_ms": "How long the breaker stays open before admitting probes (1 ms to 1 day).",
+    "breaker.half_open_max_calls": "Probe calls admitted in half-open (1 to 10000).",
+}
+
+CACHE_FIELDS = {
+    "name": "Name in metrics labels, logs and the admin API (fixed at runtime).",
+    "namespace": "Namespace of the L2 keys and invalidation channel (fixed at runtime).",
+    "l1_capacity_bytes": "L1 capacity in bytes (each entry weighs its key, its value and about 160 bytes).",
+    "l1_eviction": "`tiny_lfu` (LRU eviction with TinyLFU admission) or `lru`.",
+    "ttl_ms": "Freshness of a loaded value.",
+    "l1_ttl_ms": "Freshness of the L1 copy when an L2 is configured (at most `ttl_ms`).",
+    "max_stale_ms": "Fail-safe horizon: how long past its freshness a value is kept and served when the loader or L2 fails; 0 disables.",
+    "fail_safe_throttle_ms": "After serving a stale value, the failing origin is retried at most once per this period.",
+    "negative_ttl_ms": "Freshness of a \"not found\" result.",
+    "jitter_ms": "Up to this much extra freshness per entry, so keys stored together do not expire together.",
+    "soft_timeout_ms": "When a stale value exists, a load slower than this returns it and finishes in the background.",
+    "hard_timeout_ms": "A load slower than this fails (or serves stale within `max_stale_ms`).",
+    "max_key_bytes": "Longest key; longer keys bypass the cache.",
+}
+NAMES_FIELDS = {
+    "max_body_bytes": "Largest response body stored; larger bodies stream through.",
+    "max_ttl_ms": "Upper bound of any freshness lifetime and stale window.",
+    "allow_authorized": "Also serve and store responses to requests with `Authorization` or `Cookie` when the response is `public` or has `s-maxage`.",
+    "include_host": "Include the `Host` in the cache key.",
+    "lock_timeout_ms": "How long concurrent misses for one URI wait for the first to fill the cache.",
+    "pass_ttl_ms": "After a response was not storable, concurrent misses stop waiting for each other for this long.",
+    "invalidate_on_unsafe": "A successful `POST`, `PUT`, `PATCH` or `DELETE` invalidates the cached `GET` of the same URI.",
+    "cache_status_name": "The cache's name in the `Cache-Status` header.",
+}
+
+
+def describe(key):
+    if key in D:
+        return D[key]
+    if key.startswith("cache.users."):
+        return CACHE_FIELDS.get(key[len("cache.users."):])
+    if key.startswith("cache.names.store."):
+        return CACHE_FIELDS.get(key[len("cache.names.store."):])
+    if key.startswith("cache.names."):
+        return NAMES_FIELDS.get(key[len("cache.names."):])
+    return None
+
+
+# Keys with no default: not printed, settable in the file or with --set. (key, example, description)
+OPTIONAL = [
+    ("cache.redis_url", "redis://127.0.0.1:6379/", "Redis for the L2 and the invalidation backplane of both caches; unset runs L1 only."),
+    ("cache.names.default_ttl_ms", "60000", "Freshness given to storable responses that state none; unset: such responses are not stored."),
+    ("cache.names.store.l1_ttl_ms", "1000", CACHE_FIELDS["l1_ttl_ms"]),
+    ("cache.names.store.negative_ttl_ms", "1000", CACHE_FIELDS["negative_ttl_ms"]),
+    ("cache.names.store.soft_timeout_ms", "100", CACHE_FIELDS["soft_timeout_ms"]),
+    ("cache.names.store.hard_timeout_ms", "1000", CACHE_FIELDS["hard_timeout_ms"]),
+    ("breaker.slow_call_duration_ms", "500", "Calls lasting at least this long are slow; unset turns slow-call tracking off."),
+    ("breaker.max_wait_in_half_open_ms", "10000", "Re-open when the probes have not all completed after this long; unset waits for them."),
+    ("breaker.call_timeout_ms", "2000", "Time limit per call through the breaker; an expired call answers `504` and counts as a failure. Unset: no limit."),
+    ("rate_limit.redis.url", "redis://127.0.0.1:6379/", "Redis for `store = \"redis\"` policies (also `timeout`, default `50ms`, and `prefix`, default `palisade:rl:`)."),
+]
+
+printed_keys = {k for (k, *_rest) in keys}
+# Optional keys the server prints (as unset) belong in the main tables.
+for (k, _ex, desc) in OPTIONAL:
+    if k in printed_keys:
+        D[k] = desc
+OPTIONAL = [o for o in OPTIONAL if o[0] not in printed_keys]
+missing = [k for (k, *_r) in keys if not describe(k)]
+if missing:
+    sys.exit("no description for: " + ", ".join(missing))
+
+SECTION_TITLES = {
+    "server": ("`[server]`: listener and connections", "The public HTTP listener and the protocol limits enforced before any handler runs."),
+    "workers": ("`[workers]`: worker processes", "How many workers run, how they are watched, and when they are recycled."),
+    "shutdown": ("`[shutdown]`: graceful drain", "SIGTERM/SIGINT (and `POST /admin/v1/workers/{id}/drain` for one worker) run the drain sequence of [layers.md](layers.md#drain-graceful-shutdown). The whole drain takes at most `drain_delay_ms` + `graceful_timeout_secs`."),
+    "admin": ("`[admin]`: admin API", "The API `palisade-top` connects to ([admin-api.md](admin-api.md))."),
+    "log": ("`[log]`: logging", ""),
+    "rate_limit": ("`[rate_limit]`: rate limiting", "Semantics, headers and metrics: [layers.md](layers.md#rate-limit)."),
+    "cache": ("`[cache]`: caches", "`[cache.users]` configures the two-level cache behind `GET /api/v1/users/{id}`; `[cache.names]` the response cache on `GET /names`, whose `[cache.names.store]` is its two-level cache. Semantics: [layers.md](layers.md#two-level-cache)."),
+    "breaker": ("`[breaker]`: circuit breaker on `/flaky`", "The breaker in front of the `/flaky` demo upstream (name `flaky` in the admin API). Semantics: [layers.md](layers.md#circuit-breaker)."),
+    "demo": ("`[demo]`: demo routes", ""),
+}
+ORDER = ["server", "workers", "shutdown", "admin", "log", "rate_limit", "cache", "breaker", "demo"]
+tops = []
+for (k, sec, *_r) in keys:
+    top = sec.split(".")[0]
+    if top not in tops:
+        tops.append(top)
+unknown = [t for t in tops if t not in SECTION_TITLES]
+if unknown:
+    sys.exit("no section title for: " + ", ".join(unknown))
+ordered = [t for t in ORDER if t in tops]
+
+
+def cell_default(value):
+    if value == "# (unset)":
+        return "(unset)"
+    if value.startswith("[{"):
+        return "see below"
+    return f"`{value}`"
+
+
+def cell_flag(key):
+    f = flags.get(key)
+    if not f:
+        return "—"
+    s = short.get(f)
+    return f"`{s}`, `{f}`" if s else f"`{f}`"
+
+
+out = []
+
+
+def w(line):
+    if line == "" and out and out[-1] == "":
+        return
+    out.append(line)
+w("# Configuration")
+w("")
+w("This is the reference of every setting of the reference server, `palisade`. A test")
+w("(`tests/tests/config_doc.rs`) runs `palisade --print-config` and `palisade --help` and fails")
+w("when a key, its default, its environment variable or its flag differs from this page.")
+w("")
+w("## Where settings come from")
+w("")
+w("Each layer overrides the previous one:")
+w("")
+w("1. **Embedded defaults.** `palisade` runs with no file, no environment and no flags.")
+w("2. **A TOML file**: `--config FILE` (`-c`), or the `PALISADE_CONFIG` environment variable.")
+w("3. **Environment variables**: `PALISADE_` + the dotted key in upper case, dots as underscores.")
+w("   `server.backlog` is `PALISADE_SERVER_BACKLOG`. Values are parsed as TOML values (`true`,")
+w("   `4096`, `[\"/health/*\"]`), anything else as a string. An unknown `PALISADE_*` variable is an")
+w("   error, so a misspelt one cannot be silently ignored.")
+w("4. **Command-line flags**: the flags in the tables below, and `--set KEY=VALUE` for any key")
+w("   (repeatable), for example `--set workers.max_requests=1000`.")
+w("")
+w("`palisade --print-config` prints the effective configuration as TOML, each value annotated")
+w("with where it came from:")
+w("")
+w("```text")
+w("[server]")
+w("backlog = 333  # cli --backlog")
+w("max_headers = 44  # env PALISADE_SERVER_MAX_HEADERS")
+w("keep_alive_timeout_secs = 9  # file /etc/palisade.toml")
+w("tcp_nodelay = true  # default; env PALISADE_SERVER_TCP_NODELAY")
+w("```")
+w("")
+w("Invalid configuration (an unknown key, a wrong type, a value that breaks a rule) prints one")
+w("message naming the key and where the value came from, and exits with code 64 (`EX_USAGE`).")
+w("On `SIGHUP` the supervisor reads the file again; an invalid file is refused and the running")
+w("workers keep the old configuration.")
+w("")
+w("Other command-line flags: `-c`/`--config FILE`, `--set KEY=VALUE`, `--print-config`,")
+w("`-h`/`--help`, `-V`/`--version`. Other environment variables: `PALISADE_CONFIG` (the file),")
+w("`RUST_LOG` (overrides `log.level`), `PALISADE_ADMIN_TOKEN` (read by `palisade-top`, not the")
+w("server).")
+w("")
+w("A complete file with every default is what `palisade --print-config` prints (remove the")
+w("comments). A small one:")
+w("")
+w("```toml")
+w("[server]")
+w("bind = \"0.0.0.0:8080\"")
+w("")
+w("[workers]")
+w("count = 4")
+w("max_requests = 10000")
+w("max_requests_jitter = 1000")
+w("")
+w("[shutdown]")
+w("drain_delay_ms = 5000          # behind a load balancer")
+w("")
+w("[[rate_limit.policy]]")
+w("name = \"api\"")
+w("rate = 100")
+w("per = \"1s\"")
+w("burst = 20")
+w("paths = [\"/api/*\"]")
+w("store = \"shm\"                 # one limit shared by every worker")
+w("```")
+w("")
+w("## Reference")
+w("")
+w("Defaults are shown as `--print-config` prints them. Durations are in the unit their name says")
+w("(`_ms`, `_secs`).")
+
+for top in ordered:
+    title, intro = SECTION_TITLES[top]
+    w("")
+    w(f"### {title}")
+    w("")
+    if intro:
+        w(intro)
+        w("")
+    subs = []
+    for (k, sec, *_r) in keys:
+        if sec.split(".")[0] == top and sec not in subs:
+            subs.append(sec)
+    for sec in subs:
+        if sec != top:
+            w(f"`[{sec}]`")
+            w("")
+        w("| key | default | environment | flag | description |")
+        w("|---|---|---|---|---|")
+        for (k, s, name, value, env) in keys:
+            if s != sec:
+                continue
+            w(f"| `{k}` | {cell_default(value)} | `{env}` | {cell_flag(k)} | {describe(k)} |")
+        w("")
+    if top == "rate_limit":
+        policy = next(v for (k, s, n, v, e) in keys if k == "rate_limit.policy")
+        w("#### Rate-limit policies")
+        w("")
+        w("The default policy, as printed (one TOML inline table per policy):")
+        w("")
+        w("```toml")
+        w(f"policy = {policy}")
+        w("```")
+        w("")
+        w("that is, 1000 requests per second per client IP on `/api/*`, burst 200, in a shared-memory")
+        w("zone so every worker enforces one limit together. Policies are usually written as")
+        w("`[[rate_limit.policy]]` tables; a file that sets `rate_limit.policy` replaces the default")
+        w("list. Each policy takes:")
+        w("")
+        w("| field | default | meaning |")
+        w("|---|---|---|")
+        w("| `name` | (required) | letters, digits, `_`, `-`, `.`; unique; shown in headers, metrics and the admin API |")
+        w("| `rate` | (required) | requests replenished per `per` (1 to 1000000000) |")
+        w("| `per` | `\"1s\"` | replenishment period, `\"500ms\"`, `\"1s\"`, `\"1m\"`, `\"1h\"`, `\"1d\"` or a number of seconds; `per_secs` is an alias |")
+        w("| `burst` | `rate` | requests that may be taken at once (1 to 10000000) |")
+        w("| `key` | `\"client_ip\"` | `\"global\"`, `\"client_ip\"`, `\"route\"` (route template) or `{ header = \"x-api-key\" }` |")
+        w("| `paths` | every path | patterns `/exact`, `/prefix/*`, `*` |")
+        w("| `methods` | every method | e.g. `[\"POST\", \"PUT\"]` |")
+        w("| `mode` | `\"enforce\"` | `\"enforce\"`, `\"shadow\"` (count, never reject) or `\"off\"` |")
+        w("| `store` | `\"local\"` | `\"local\"` (this process), `\"shm\"` (shared by all workers), `\"redis\"` (shared by all servers; needs `rate_limit.redis.url`) |")
+        w("| `max_keys` | `100000` | size of the local store, or of the local fallback of a Redis policy |")
+        w("| `failure_mode` | `\"local_fallback\"` | Redis only, while Redis is unavailable: `\"local_fallback\"`, `\"fail_open\"` or `\"fail_closed\"` |")
+        w("")
+        w("`rate`, `per`, `burst` and `mode` of each policy can be changed at runtime through the admin")
+        w("API (`PUT /admin/v1/limits/{name}`) or `palisade-top`, without a restart and without")
+        w("resetting what clients have used.")
+        w("")
+
+if OPTIONAL:
+    w("### Keys without a default")
+    w("")
+    w("These optional keys are unset by default, so `--print-config` does not list them. Set them in")
+    w("the file or with `--set` (for example `--set breaker.call_timeout_ms=2000`); environment")
+    w("variables only reach the keys listed above. The test checks that each one is accepted.")
+    w("")
+    w("| optional key | example | description |")
+    w("|---|---|---|")
+    for (k, ex, desc) in OPTIONAL:
+        w(f"| `{k}` | `{ex}` | {desc} |")
+    w("")
+w("The `[cache.users]` and `[cache.names.store]` tables also take a `redis` table (`url`,")
+w("`key_prefix`, `timeout_ms`, `connect_timeout_ms`, `max_entry_bytes`, `backplane`,")
+w("`background_writes`, `breaker_failures`, `breaker_open_ms`; see")
+w("[layers.md](layers.md#two-level-cache)); `cache.redis_url` fills in its URL for both.")
+w("")
+w("## Runtime changes")
+w("")
+w("Rate-limit policies, the breaker and both caches are also components of the admin API: their")
+w("settings can be read and changed while the server runs")
+w("(`GET`/`PUT /admin/v1/{limits,breakers,caches}/{name}`, or `palisade-top`), with the same")
+w("validation as the file. The supervisor sends a change to every worker and replays it to every")
+w("worker started later, including the workers of a `SIGHUP` rolling restart, so a runtime change")
+w("wins over the file until the supervisor itself restarts. Changes are not written back to the")
+w("file. Every other key takes effect on a `SIGHUP` (the workers restart one at a time with the")
+w("new file) or a restart; `server.bind`, `server.backlog`, `server.reuse_port` and the")
+w("`[admin]` section only on a restart, since the supervisor binds its listeners once.")
+text = "\n".join(out).rstrip() + "\n"
+open(OUT, "w").write(text)
+print(f"wrote {OUT}: {len(keys)} keys, {len(OPTIONAL)} optional")

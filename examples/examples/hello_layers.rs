@@ -1,2 +1,0 @@
-//! Placeholder replaced as layers land.
-fn main() {}
