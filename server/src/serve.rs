@@ -23,6 +23,10 @@ use tower::ServiceExt as _;
 
 use crate::config::ServerConfig;
 
+/// How long a draining worker waits for idle keep-alive (and accepted, unread) connections to
+/// send one more request before closing them.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// Creates the listening socket described by `config` (non-blocking, ready for tokio).
 pub fn bind(config: &ServerConfig) -> std::io::Result<std::net::TcpListener> {
     let addr = config.bind;
@@ -96,9 +100,25 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!(in_flight = drain.in_flight(), "stopped accepting; draining");
-    // Idle keep-alive connections close now; busy ones after their response (HTTP/2: GOAWAY).
-    tokio::spawn(graceful.shutdown());
-    let report = drain.wait(drain.config().grace()).await;
+    let deadline = tokio::time::Instant::now() + drain.config().grace();
+    // Responses now carry `Connection: close` (DrainLayer), so a busy HTTP/1 connection closes
+    // right after its current response. A connection that is between two requests, or accepted
+    // but not read yet, gets IDLE_GRACE to send its next request (answered, with `Connection:
+    // close`): closing it at once races with a request already on its way, which the client
+    // then sees reset and loses.
+    let idle_until = (tokio::time::Instant::now() + IDLE_GRACE).min(deadline);
+    while graceful.count() > 0 && tokio::time::Instant::now() < idle_until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Then close what is still idle (HTTP/2: GOAWAY) and wait for every connection, not only
+    // every request: returning earlier lets process exit reset the connections still open.
+    let closed = tokio::time::timeout_at(deadline, graceful.shutdown())
+        .await
+        .is_ok();
+    let report = drain.wait_until(deadline).await;
+    if !closed {
+        tracing::warn!("connections still open at the drain deadline");
+    }
     Ok(report)
 }
 

@@ -294,6 +294,9 @@ impl Supervisor {
             Ok(pid) => Some(pid),
             Err(error) => {
                 tracing::error!(worker_id = id, %error, "cannot start worker");
+                // Never at once: a spawn that failed would fail again right away.
+                let slot = self.slots.entry(id).or_default();
+                slot.failures = slot.failures.max(1);
                 self.schedule_restart(id);
                 None
             }
@@ -426,7 +429,8 @@ impl Supervisor {
         );
     }
 
-    fn schedule_restart(&mut self, id: u32) {
+    /// Schedules the restart of slot `id` after its backoff; returns the backoff.
+    fn schedule_restart(&mut self, id: u32) -> Duration {
         let max = Duration::from_millis(self.config.workers.restart_backoff_max_ms);
         let slot = self.slots.entry(id).or_default();
         slot.failures += 1;
@@ -445,6 +449,7 @@ impl Supervisor {
             );
         }
         slot.restart_at = Some(Instant::now() + backoff);
+        backoff
     }
 
     fn on_event(&mut self, event: Event) {
@@ -494,6 +499,7 @@ impl Supervisor {
                 if let Some(step) = self.roll.filter(|s| s.new_pid == pid) {
                     self.roll = None;
                     self.drain(step.old_pid, Duration::ZERO);
+                    self.advance_roll();
                 }
             }
             WorkerMsg::Heartbeat(mut hb) => {
@@ -557,8 +563,12 @@ impl Supervisor {
             slot.failures = 0;
             slot.crash_loop = false;
         }
-        if (p.id as usize) < self.target && self.live_for(p.id) == 0 {
-            self.schedule_restart(p.id);
+        if (p.id as usize) < self.target
+            && self.live_for(p.id) == 0
+            && self.schedule_restart(p.id).is_zero()
+        {
+            // A first failure restarts at once rather than on the next housekeeping tick.
+            self.spawn_or_backoff(p.id);
         }
     }
 
@@ -577,6 +587,7 @@ impl Supervisor {
             }
             Command::Restart(reply) => {
                 let n = self.start_rolling_restart();
+                self.advance_roll();
                 let _ = reply.send(Ok(n));
             }
             Command::Drain(id, reply) => {
@@ -593,6 +604,7 @@ impl Supervisor {
                     None => Err(format!("no ready worker with id {id}")),
                 };
                 let _ = reply.send(result);
+                self.advance_roll();
             }
             Command::Apply(name, patch) => {
                 let merged = self
@@ -692,6 +704,7 @@ impl Supervisor {
                     self.scale(target);
                 }
                 self.start_rolling_restart();
+                self.advance_roll();
             }
             Err(error) => {
                 tracing::error!(%error, "SIGHUP: new configuration refused; workers keep running the old one");
@@ -807,20 +820,28 @@ impl Supervisor {
             }
         }
 
-        if self.roll.is_none() {
-            while let Some(old_pid) = self.rolling.pop_front() {
-                let Some(old) = self.procs.get(&old_pid) else {
-                    continue;
-                };
-                if !matches!(old.state, ProcState::Ready | ProcState::Starting) {
-                    continue;
-                }
-                let id = old.id;
-                if let Some(new_pid) = self.spawn_or_backoff(id) {
-                    self.roll = Some(RollStep { old_pid, new_pid });
-                }
-                break;
+        self.advance_roll();
+    }
+
+    /// Starts the next step of a rolling restart (spawn the replacement of the next queued
+    /// worker), unless a step is in progress. Called as soon as work is queued or a step
+    /// finishes, so a roll does not wait for housekeeping ticks.
+    fn advance_roll(&mut self) {
+        if self.roll.is_some() || self.shutting_down.is_some() {
+            return;
+        }
+        while let Some(old_pid) = self.rolling.pop_front() {
+            let Some(old) = self.procs.get(&old_pid) else {
+                continue;
+            };
+            if !matches!(old.state, ProcState::Ready | ProcState::Starting) {
+                continue;
             }
+            let id = old.id;
+            if let Some(new_pid) = self.spawn_or_backoff(id) {
+                self.roll = Some(RollStep { old_pid, new_pid });
+            }
+            break;
         }
     }
 
@@ -869,5 +890,34 @@ impl Supervisor {
             status,
             heartbeats,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_snapshot(config: &Config) -> Config {
+        let file = config_snapshot(config).expect("snapshot");
+        let overrides = Overrides {
+            file: Some(format!("/proc/self/fd/{}", file.as_raw_fd()).into()),
+            env: Vec::new(),
+            cli: Vec::new(),
+        };
+        config::load(&overrides).expect("a snapshot loads").config
+    }
+
+    #[test]
+    fn the_config_snapshot_is_what_a_worker_loads() {
+        let config = Config::default();
+        assert_eq!(load_snapshot(&config), config);
+
+        let mut config = Config::default();
+        config.workers.count = 3;
+        config.workers.max_requests = 1000;
+        config.shutdown.drain_delay_ms = 1234;
+        config.server.bind = "0.0.0.0:9000".parse().expect("address");
+        config.admin.token_file = Some("/var/lib/palisade/admin.token".into());
+        assert_eq!(load_snapshot(&config), config);
     }
 }

@@ -41,7 +41,19 @@ fn debug_routes() -> Router<Arc<AppState>> {
         std::thread::sleep(Duration::from_millis(p.ms.unwrap_or(60_000)));
         "unblocked\n"
     }
-    Router::new().route("/debug/block", get(block))
+    async fn garbage_control() -> StatusCode {
+        match crate::channel::send_malformed_frame() {
+            Ok(()) => StatusCode::ACCEPTED,
+            Err(error) => {
+                tracing::warn!(%error, "/debug/garbage-control");
+                StatusCode::CONFLICT
+            }
+        }
+    }
+    Router::new().route("/debug/block", get(block)).route(
+        "/debug/garbage-control",
+        axum::routing::post(garbage_control),
+    )
 }
 
 #[cfg(not(feature = "test-routes"))]
