@@ -131,6 +131,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+#[macro_use]
+mod macros;
+
 #[cfg(feature = "admin")]
 pub mod admin;
 #[cfg(feature = "cache")]

@@ -143,7 +143,10 @@ impl ServerBuilder {
             admin_addr,
             token_file,
         };
-        let admin_enabled = !self.args.iter().any(|a| a.replace(' ', "") == "admin.enabled=false");
+        let admin_enabled = !self
+            .args
+            .iter()
+            .any(|a| a.replace(' ', "") == "admin.enabled=false");
         let path = self
             .ready_path
             .unwrap_or_else(|| "/health/ready".to_owned());

@@ -38,20 +38,7 @@ impl<S, C, M, B> CircuitBreakerService<S, C, M, B> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, consuming this one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 
     /// The breaker (or keyed breakers).
     pub fn breakers(&self) -> &B {
