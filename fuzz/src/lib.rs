@@ -21,6 +21,7 @@ mod oracle {
     pub(crate) mod request_id;
 }
 
+use oracle::config_loader::{SECTIONS, TOML_VALUES};
 use oracle::*;
 
 /// Runs a driver on `data`; running out of bytes just ends the input early.
@@ -531,72 +532,6 @@ fn known_keys() -> &'static [String] {
     static KEYS: OnceLock<Vec<String>> = OnceLock::new();
     KEYS.get_or_init(config_loader::known_keys)
 }
-
-const TOML_VALUES: &[&str] = &[
-    "0",
-    "1",
-    "-1",
-    "2",
-    "1024",
-    "65536",
-    "9223372036854775807",
-    "-9223372036854775808",
-    "99999999999999999999",
-    "18446744073709551615",
-    "1.5",
-    "nan",
-    "inf",
-    "-0.0",
-    "true",
-    "false",
-    "\"\"",
-    "\"x\"",
-    "\"1s\"",
-    "\"100ms\"",
-    "\"127.0.0.1:0\"",
-    "\"0.0.0.0:80\"",
-    "\"[::1]:9901\"",
-    "\"lru\"",
-    "\"tiny_lfu\"",
-    "\"count\"",
-    "\"time\"",
-    "\"json\"",
-    "\"shm\"",
-    "\"local\"",
-    "\"redis\"",
-    "\"redis://127.0.0.1:1/\"",
-    "\"not a url\"",
-    "\"client_ip\"",
-    "\"/api/*\"",
-    "[]",
-    "[1, 2]",
-    "[\"/health/*\"]",
-    "[\"10.0.0.0/8\"]",
-    "[\"not-a-cidr\"]",
-    "{}",
-    "{ header = \"x-api-key\" }",
-    "{ header = \"bad header\" }",
-    "1979-05-27T07:32:00Z",
-];
-
-const SECTIONS: &[&str] = &[
-    "server",
-    "workers",
-    "admin",
-    "log",
-    "shutdown",
-    "demo",
-    "rate_limit",
-    "rate_limit.redis",
-    "cache",
-    "cache.users",
-    "cache.users.redis",
-    "cache.names",
-    "cache.names.store",
-    "breaker",
-    "server.backlog",
-    "nope",
-];
 
 fn toml_line(u: &mut Unstructured<'_>) -> Result<String> {
     Ok(match u.int_in_range(0..=9)? {

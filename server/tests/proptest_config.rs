@@ -16,6 +16,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use config_loader::{SECTIONS, TOML_VALUES};
+
 // === strategies ===
 
 fn json() -> impl Strategy<Value = Value> {
@@ -222,71 +224,6 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
     ];
     vec(piece, 0..5).prop_map(|pieces| pieces.concat())
 }
-
-const TOML_VALUES: &[&str] = &[
-    "0",
-    "1",
-    "-1",
-    "2",
-    "1024",
-    "65536",
-    "9223372036854775807",
-    "-9223372036854775808",
-    "99999999999999999999",
-    "1.5",
-    "nan",
-    "inf",
-    "-0.0",
-    "true",
-    "false",
-    "\"\"",
-    "\"x\"",
-    "\"1s\"",
-    "\"100ms\"",
-    "\"127.0.0.1:0\"",
-    "\"0.0.0.0:80\"",
-    "\"[::1]:9901\"",
-    "\"lru\"",
-    "\"tiny_lfu\"",
-    "\"count\"",
-    "\"time\"",
-    "\"json\"",
-    "\"shm\"",
-    "\"local\"",
-    "\"redis\"",
-    "\"redis://127.0.0.1:1/\"",
-    "\"not a url\"",
-    "\"client_ip\"",
-    "\"/api/*\"",
-    "[]",
-    "[1, 2]",
-    "[\"/health/*\"]",
-    "[\"10.0.0.0/8\"]",
-    "[\"not-a-cidr\"]",
-    "{}",
-    "{ header = \"x-api-key\" }",
-    "{ a = 1 }",
-    "1979-05-27T07:32:00Z",
-];
-
-const SECTIONS: &[&str] = &[
-    "server",
-    "workers",
-    "admin",
-    "log",
-    "shutdown",
-    "demo",
-    "rate_limit",
-    "rate_limit.redis",
-    "cache",
-    "cache.users",
-    "cache.users.redis",
-    "cache.names",
-    "cache.names.store",
-    "breaker",
-    "server.backlog",
-    "nope",
-];
 
 fn toml_line(keys: Vec<String>) -> impl Strategy<Value = String> {
     let key = proptest::sample::select(keys);
