@@ -1,5 +1,6 @@
 //! The `palisade` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -136,6 +137,7 @@ pub fn main() -> ExitCode {
     }
     init_tracing(&loaded.config);
     let config = loaded.config;
+    serve::raise_fd_limit();
     let worker_id = std::env::var(WORKER_ENV)
         .ok()
         .and_then(|v| v.parse::<u32>().ok());
@@ -167,7 +169,8 @@ fn init_tracing(config: &Config) {
         .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.pretty().try_init(),
@@ -192,7 +195,7 @@ async fn run_single(config: Config) -> std::io::Result<()> {
     tracing::info!(addr = ?addr, pid = std::process::id(), "palisade serving (single process)");
     let report = serve::serve(
         listener,
-        app.router,
+        app.service,
         &config.server,
         app.state.drain.clone(),
     )

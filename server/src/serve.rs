@@ -10,8 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -19,7 +23,7 @@ use palisade::shutdown::{Drain, DrainReport};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt as _;
+use tower::{Service, ServiceExt as _};
 
 use crate::config::ServerConfig;
 
@@ -47,16 +51,25 @@ pub fn bind(config: &ServerConfig) -> std::io::Result<std::net::TcpListener> {
 
 /// Serves `app` on `listener` until `drain` stops accepting, then waits (up to the drain's grace
 /// period) for in-flight requests and reports what completed and what was cut.
-pub async fn serve(
+pub async fn serve<S, B>(
     listener: std::net::TcpListener,
-    app: Router,
+    app: S,
     config: &ServerConfig,
     drain: Drain,
-) -> std::io::Result<DrainReport> {
+) -> std::io::Result<DrainReport>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::from_std(listener)?;
     let builder = Arc::new(connection_builder(config));
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let slots = Arc::new(Semaphore::new(connection_slots(config.max_connections)));
     let nodelay = config.tcp_nodelay;
     let stopped = drain.accept_stopped();
     tokio::pin!(stopped);
@@ -84,11 +97,10 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         }
         let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req)
+        });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -122,15 +134,22 @@ pub async fn serve(
     Ok(report)
 }
 
+/// hyper's own HTTP/1 header-count limit when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     {
         let mut h1 = builder.http1();
         h1.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout())
-            .max_headers(config.max_headers)
             .max_buf_size(config.max_header_bytes.max(8192))
             .keep_alive(config.keep_alive_timeout().is_some());
+        // hyper parses into an uninitialised inline array when no maximum is set; setting one,
+        // even its default, makes it initialise an array of that size on every request.
+        if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            h1.max_headers(config.max_headers);
+        }
     }
     {
         let mut h2 = builder.http2();
@@ -150,4 +169,44 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 /// The local address of a std listener, for logs.
 pub fn local_addr(listener: &std::net::TcpListener) -> Option<SocketAddr> {
     listener.local_addr().ok()
+}
+
+/// Descriptors kept free for everything that is not a client connection: the listener, Redis,
+/// the admin endpoint, the control channel, log files.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft open-file limit to the hard limit, as nginx's `worker_rlimit_nofile` and Go's
+/// runtime do: the usual soft default (1024) is far below what `server.max_connections` needs,
+/// and the hard limit is what the operator allowed. Worker processes inherit it.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "could not raise the open-file limit");
+            }
+        }
+    }
+}
+
+/// The connection cap actually enforced: `max_connections`, lowered to what the open-file limit
+/// can hold (minus [`FD_RESERVE`]) so that a flood of connections waits in the backlog instead of
+/// failing `accept` with `EMFILE` and starving Redis and admin sockets.
+fn connection_slots(max_connections: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max_connections;
+    };
+    let usable = usize::try_from(soft.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX);
+    if max_connections > usable {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = soft,
+            cap = usable,
+            "server.max_connections is above what the open-file limit allows; capping (raise `ulimit -Hn`, LimitNOFILE= under systemd)"
+        );
+        usable
+    } else {
+        max_connections
+    }
 }

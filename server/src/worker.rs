@@ -24,7 +24,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     control: std::os::unix::net::UnixStream,
 ) -> std::io::Result<()> {
-    let App { state, router } = app;
+    let App { state, service } = app;
     let config = state.config.clone();
     let worker_id = state.worker_id;
     let parent = nix::unistd::getppid();
@@ -122,7 +122,7 @@ pub async fn run(
     state.set_ready(true);
     let _ = out_tx.send(WorkerMsg::Ready).await;
     tracing::info!(worker_id, pid = std::process::id(), "worker ready");
-    let report = serve::serve(listener, router, &config.server, state.drain.clone()).await?;
+    let report = serve::serve(listener, service, &config.server, state.drain.clone()).await?;
     tracing::info!(
         worker_id,
         pid = std::process::id(),

@@ -57,7 +57,7 @@ impl RequestId {
     pub fn generate() -> Self {
         let mut buf = [0u8; 32];
         hex_into(&fastrand::u128(..).to_be_bytes(), &mut buf);
-        Self(hex_header(&buf))
+        Self(hex_header(buf))
     }
 
     /// Accepts `value` when it is 1 to `max_len` bytes of `[A-Za-z0-9._:-]`.
@@ -292,7 +292,7 @@ impl TraceContext {
         hex_into(&self.span_id.0, &mut buf[36..52]);
         buf[52] = b'-';
         hex_into(&[self.flags], &mut buf[53..55]);
-        hex_header(&buf)
+        hex_header(buf)
     }
 }
 
@@ -342,8 +342,12 @@ fn hex_byte(two: &[u8]) -> Option<u8> {
     clippy::expect_used,
     reason = "lowercase hex digits and '-' are valid header bytes"
 )]
-fn hex_header(bytes: &[u8]) -> HeaderValue {
-    HeaderValue::from_bytes(bytes).expect("hex is a valid header value")
+fn hex_header<const N: usize>(bytes: [u8; N]) -> HeaderValue {
+    // One allocation holding the digits; the copies this value gets (request header, extension,
+    // response echo) share it. `HeaderValue::from_bytes` would copy into a vector-backed `Bytes`
+    // that allocates again on its first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(bytes))
+        .expect("hex is a valid header value")
 }
 
 // === config ===
@@ -457,6 +461,12 @@ pub(crate) struct Echo {
 }
 
 impl Echo {
+    /// The request id echoed on the response.
+    pub(crate) fn request_id(&self) -> &str {
+        // Validated visible ASCII when it was accepted or generated.
+        self.request_id.to_str().unwrap_or_default()
+    }
+
     pub(crate) fn apply<B>(self, res: &mut Response<B>) {
         let headers = res.headers_mut();
         if !headers.contains_key(&self.header) {

@@ -16,9 +16,10 @@ use tracing::instrument::Instrumented;
 
 use super::context::Echo;
 use super::layer::Shared;
+use super::metrics::method_label;
 use super::metrics::{Outcome, UNMATCHED_ROUTE};
 use super::route::MatchedRoute;
-use super::trace::{log_failure, log_response};
+use super::trace::{EventContext, log_failure, log_response};
 
 /// Per-request state; dropping it ends the request's in-flight count (also when the future is
 /// dropped before completion).
@@ -33,6 +34,15 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The completion event's own fields, used when the request span is disabled.
+    fn event_context<'a>(&'a self, route: &'a str) -> EventContext<'a> {
+        EventContext {
+            method: Some(method_label(self.method)),
+            route: Some(route),
+            request_id: self.echo.as_ref().map(Echo::request_id),
+        }
+    }
+
     pub(crate) fn begin(
         shared: Arc<Shared>,
         start: Instant,
@@ -154,7 +164,8 @@ where
                 if late.is_some() {
                     span.record("http.route", route);
                 }
-                log_response(trace, span, status, latency);
+                let ctx = state.event_context(route);
+                log_response(trace, span, ctx, status, latency);
                 state.finish(route, status, response_size, now, latency);
                 if let Some(echo) = state.echo.take() {
                     echo.apply(&mut res);
@@ -172,7 +183,8 @@ where
                 if state.route.is_none() {
                     span.record("http.route", route);
                 }
-                log_failure(trace, span, &error, latency);
+                let ctx = state.event_context(route);
+                log_failure(trace, span, ctx, &error, latency);
                 state.finish(route, 0, None, now, latency);
                 Poll::Ready(Err(error))
             }

@@ -67,15 +67,42 @@ pub(crate) fn make_span<B>(config: &TraceConfig, req: &Request<B>, route: Option
     )
 }
 
+/// What the completion event carries itself when the `http_request` span is disabled (its level
+/// is filtered out), so that a 5xx logged at `WARN` still names its route and request id.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EventContext<'a> {
+    pub(crate) method: Option<&'a str>,
+    pub(crate) route: Option<&'a str>,
+    pub(crate) request_id: Option<&'a str>,
+}
+
 /// Emits the completion event inside `span`.
-pub(crate) fn log_response(config: &TraceConfig, span: &Span, status: u16, latency: Duration) {
+pub(crate) fn log_response(
+    config: &TraceConfig,
+    span: &Span,
+    ctx: EventContext<'_>,
+    status: u16,
+    latency: Duration,
+) {
     let level = if status >= 500 {
         config.server_error_level
     } else {
         config.completion_level
     };
-    let _entered = span.enter();
     let latency_ms = latency.as_secs_f64() * 1000.0;
+    if span.is_disabled() {
+        dyn_event!(
+            level,
+            http.request.method = ctx.method,
+            http.route = ctx.route,
+            request_id = ctx.request_id,
+            http.response.status_code = status,
+            latency_ms,
+            "request completed"
+        );
+        return;
+    }
+    let _entered = span.enter();
     dyn_event!(
         level,
         http.response.status_code = status,
@@ -88,11 +115,24 @@ pub(crate) fn log_response(config: &TraceConfig, span: &Span, status: u16, laten
 pub(crate) fn log_failure(
     config: &TraceConfig,
     span: &Span,
+    ctx: EventContext<'_>,
     error: &dyn fmt::Display,
     latency: Duration,
 ) {
-    let _entered = span.enter();
     let latency_ms = latency.as_secs_f64() * 1000.0;
+    if span.is_disabled() {
+        dyn_event!(
+            config.server_error_level,
+            http.request.method = ctx.method,
+            http.route = ctx.route,
+            request_id = ctx.request_id,
+            error = %error,
+            latency_ms,
+            "request failed"
+        );
+        return;
+    }
+    let _entered = span.enter();
     dyn_event!(
         config.server_error_level,
         error = %error,
@@ -166,12 +206,18 @@ pub struct OnRequestEnd {
 impl<B> OnResponse<B> for OnRequestEnd {
     fn on_response(self, response: &Response<B>, latency: Duration, span: &Span) {
         let ext = response.extensions();
-        if let Some(route) = ext.get::<MatchedRoute>() {
-            span.record("http.route", route.as_str());
-        } else if let Some(path) = ext.get::<MatchedPath>() {
-            span.record("http.route", path.as_str());
+        let route = ext
+            .get::<MatchedRoute>()
+            .map(MatchedRoute::as_str)
+            .or_else(|| ext.get::<MatchedPath>().map(MatchedPath::as_str));
+        if let Some(route) = route {
+            span.record("http.route", route);
         }
-        log_response(&self.config, span, response.status().as_u16(), latency);
+        let ctx = EventContext {
+            route,
+            ..EventContext::default()
+        };
+        log_response(&self.config, span, ctx, response.status().as_u16(), latency);
     }
 }
 
@@ -185,7 +231,7 @@ pub struct OnRequestFailure {
 impl OnFailure<ServerErrorsFailureClass> for OnRequestFailure {
     fn on_failure(&mut self, class: ServerErrorsFailureClass, latency: Duration, span: &Span) {
         if let ServerErrorsFailureClass::Error(error) = class {
-            log_failure(&self.config, span, &error, latency);
+            log_failure(&self.config, span, EventContext::default(), &error, latency);
         }
     }
 }

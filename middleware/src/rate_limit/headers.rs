@@ -19,6 +19,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::config::Limits;
 use super::gcra::{Decision, ceil_secs};
+use super::state::Current;
 
 /// `ratelimit`
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -75,10 +76,13 @@ impl ListBuf {
 }
 
 /// The `RateLimit` and `RateLimit-Policy` lists of one request.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct HeaderAcc {
     policy: ListBuf,
     limit: ListBuf,
+    /// How many policies were added, and the first one's ready-made `RateLimit-Policy` value.
+    count: usize,
+    first_policy: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for HeaderAcc {
@@ -101,12 +105,19 @@ impl HeaderAcc {
         Self {
             policy: ListBuf::new(),
             limit: ListBuf::new(),
+            count: 0,
+            first_policy: None,
         }
     }
 
     /// Adds one enforced policy's item and its current service limit.
-    pub(crate) fn push(&mut self, name: &str, policy_item: &str, d: &Decision) {
-        self.policy.push(|w| w.write_all(policy_item.as_bytes()));
+    pub(crate) fn push(&mut self, name: &str, current: &Current, d: &Decision) {
+        self.policy
+            .push(|w| w.write_all(current.policy_item.as_bytes()));
+        if self.count == 0 {
+            self.first_policy.clone_from(&current.policy_value);
+        }
+        self.count += 1;
         let t = ceil_secs(d.reset_after);
         self.limit.push(|w| {
             write!(w, "\"{name}\";r={}", d.remaining)?;
@@ -119,7 +130,11 @@ impl HeaderAcc {
 
     /// The header values, if any policy was added.
     pub(crate) fn values(&self) -> Option<(HeaderValue, HeaderValue)> {
-        Some((self.policy.value()?, self.limit.value()?))
+        let policy = match (&self.first_policy, self.count) {
+            (Some(value), 1) => value.clone(),
+            _ => self.policy.value()?,
+        };
+        Some((policy, self.limit.value()?))
     }
 }
 
@@ -160,9 +175,24 @@ mod tests {
     #[test]
     fn lists_are_comma_separated_and_t_is_ceil_or_omitted() {
         let mut acc = HeaderAcc::new();
+        let single = &Decision {
+            allowed: true,
+            remaining: 4,
+            retry_after: Duration::ZERO,
+            reset_after: Duration::from_millis(100),
+        };
+        let mut one = HeaderAcc::new();
+        one.push(
+            "a",
+            &Current::new("a", limits(10, Duration::from_secs(1))),
+            single,
+        );
+        let (p, l) = one.values().unwrap();
+        assert_eq!(p, "\"a\";q=10;w=1");
+        assert_eq!(l, "\"a\";r=4;t=1");
         acc.push(
             "a",
-            "\"a\";q=10;w=1",
+            &Current::new("a", limits(10, Duration::from_secs(1))),
             &Decision {
                 allowed: true,
                 remaining: 4,
@@ -172,7 +202,7 @@ mod tests {
         );
         acc.push(
             "b",
-            "\"b\";q=1;w=60",
+            &Current::new("b", limits(1, Duration::from_secs(60))),
             &Decision {
                 allowed: true,
                 remaining: 1,
@@ -196,9 +226,9 @@ mod tests {
             reset_after: Duration::ZERO,
         };
         let name = "x".repeat(60);
-        let item = format!("\"{name}\";q=1;w=1");
+        let current = Current::new(&name, limits(1, Duration::from_secs(1)));
         for _ in 0..10 {
-            acc.push(&name, &item, &d);
+            acc.push(&name, &current, &d);
         }
         let (p, _) = acc.values().unwrap();
         let p = p.to_str().unwrap();

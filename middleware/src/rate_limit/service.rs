@@ -157,12 +157,12 @@ fn evaluate_sync(shared: &Shared, view: &ReqView<'_>, ip: Option<IpAddr>) -> Sta
         if d.allowed {
             allowed_mask |= 1 << i;
             if mode == Mode::Enforce {
-                acc.push(&p.name, &cur.policy_item, &d);
+                acc.push(&p.name, &cur, &d);
             }
         } else if mode == Mode::Shadow {
             count_shadow(p, &key);
         } else {
-            acc.push(&p.name, &cur.policy_item, &d);
+            acc.push(&p.name, &cur, &d);
             drop(cur);
             refund_mask(shared, view, ip, allowed_mask);
             let (violated, retry_after) =
@@ -342,12 +342,12 @@ where
             allowed_mask |= 1 << i;
             taken.push((*i, key, cur.gcra));
             if mode == Mode::Enforce {
-                acc.push(&p.name, &cur.policy_item, &d);
+                acc.push(&p.name, &cur, &d);
             }
         } else if mode == Mode::Shadow {
             count_shadow(p, key);
         } else {
-            acc.push(&p.name, &cur.policy_item, &d);
+            acc.push(&p.name, &cur, &d);
             for (j, k, g) in &taken {
                 shared.policies[*j].store.refund(k, g, 1);
             }

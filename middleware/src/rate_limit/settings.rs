@@ -232,6 +232,13 @@ fn invalid(field: &str, value: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 impl RateLimitSettings {
+    /// Whether a policy is keyed by route template (`key = "route"`): such a limiter must run
+    /// inside the router (after routing, where axum's `MatchedPath` is known); every other
+    /// limiter can wrap the whole router.
+    pub fn keys_by_route(&self) -> bool {
+        self.policies.iter().any(|p| p.key == KeySetting::Route)
+    }
+
     /// Builds and validates the layer configuration.
     pub fn config(&self, ctx: &BuildContext) -> Result<RateLimitConfig, ConfigError> {
         #[cfg(feature = "redis")]

@@ -18,6 +18,8 @@ use super::headers::policy_item;
 use super::key::{ClientIpConfig, KeySource, KeyValue, RequestInfo};
 use super::metrics::{DecisionMetrics, StoreMetrics};
 use super::store::{LocalStore, Store};
+use bytes::Bytes;
+use http::HeaderValue;
 
 /// The current, swappable settings of a policy.
 #[derive(Debug)]
@@ -26,14 +28,20 @@ pub(crate) struct Current {
     pub(crate) gcra: Gcra,
     /// This policy's `RateLimit-Policy` item.
     pub(crate) policy_item: String,
+    /// The same item as a header value, shared by every response that only this policy limits
+    /// (the common case: no formatting or allocation per request).
+    pub(crate) policy_value: Option<HeaderValue>,
 }
 
 impl Current {
     pub(crate) fn new(name: &str, limits: Limits) -> Self {
+        let policy_item = policy_item(name, &limits);
+        let policy_value = HeaderValue::from_maybe_shared(Bytes::from(policy_item.clone())).ok();
         Self {
             limits,
             gcra: limits.gcra(),
-            policy_item: policy_item(name, &limits),
+            policy_item,
+            policy_value,
         }
     }
 }
