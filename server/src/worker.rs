@@ -64,7 +64,15 @@ pub async fn run(
             loop {
                 tokio::time::sleep_until(expected).await;
                 let lag = tokio::time::Instant::now().saturating_duration_since(expected);
-                let hb = heartbeat(&state, lag);
+                // Merging and serialising the statistics takes about a millisecond: off the
+                // event loop, which serves requests meanwhile (a single-threaded worker would
+                // otherwise stall every connection for that long each interval).
+                let snapshot_of = Arc::clone(&state);
+                let Ok(hb) =
+                    tokio::task::spawn_blocking(move || heartbeat(&snapshot_of, lag)).await
+                else {
+                    break;
+                };
                 if out.send(WorkerMsg::Heartbeat(hb)).await.is_err() {
                     break;
                 }
