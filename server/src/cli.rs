@@ -236,6 +236,13 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn run_worker(config: Config, id: u32) -> std::io::Result<()> {
+    // Test hook (feature `test-routes` only): a worker that cannot boot.
+    #[cfg(feature = "test-routes")]
+    if std::env::var_os("TEST_PALISADE_WORKER_BOOT_FAILS").is_some() {
+        return Err(std::io::Error::other(
+            "boot failure requested by the test hook",
+        ));
+    }
     let missing = |what: &str| std::io::Error::other(format!("worker started without {what}"));
     let listener = fd::take_from_env(fd::LISTEN_FD_ENV)?.ok_or_else(|| missing("a listener"))?;
     let control =

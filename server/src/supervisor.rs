@@ -42,6 +42,10 @@ use crate::worker::WORKER_ENV;
 
 /// Consecutive crashes within [`CRASH_WINDOW`] that mark a slot as crash-looping.
 const CRASH_LOOP_AFTER: u32 = 5;
+
+/// Exit code when no worker ever became ready and one crashed `CRASH_LOOP_AFTER` times in a row
+/// (`EX_SOFTWARE`).
+pub const EXIT_BOOT_FAILED: u8 = 70;
 /// A worker up at least this long resets its slot's crash count.
 const CRASH_WINDOW: Duration = Duration::from_secs(30);
 
@@ -156,6 +160,10 @@ struct Supervisor {
     rolling: VecDeque<u32>,
     roll: Option<RollStep>,
     shutting_down: Option<Instant>,
+    /// Whether any worker has become ready since the supervisor started.
+    ever_ready: bool,
+    /// Set when workers cannot boot at all: the supervisor shuts down and exits with this code.
+    boot_failed: bool,
     events: mpsc::Sender<Event>,
     retired_requests: u64,
     retired_status: StatusCounts,
@@ -216,6 +224,8 @@ pub async fn run(
         rolling: VecDeque::new(),
         roll: None,
         shutting_down: None,
+        ever_ready: false,
+        boot_failed: false,
         events: events_tx,
         retired_requests: 0,
         retired_status: StatusCounts::default(),
@@ -259,6 +269,9 @@ pub async fn run(
             _ = tick.tick() => sup.housekeeping(),
         }
         if sup.shutting_down.is_some() && sup.procs.is_empty() {
+            if sup.boot_failed {
+                return Ok(EXIT_BOOT_FAILED);
+            }
             tracing::info!("all workers exited; supervisor done");
             return Ok(0);
         }
@@ -290,6 +303,9 @@ impl Supervisor {
     }
 
     fn spawn_or_backoff(&mut self, id: u32) -> Option<u32> {
+        if self.shutting_down.is_some() {
+            return None;
+        }
         match self.spawn(id) {
             Ok(pid) => Some(pid),
             Err(error) => {
@@ -447,6 +463,19 @@ impl Supervisor {
                 failures = slot.failures,
                 "worker is crash-looping"
             );
+            if !self.ever_ready && self.shutting_down.is_none() {
+                // Not one worker ever served: the binary or its environment is broken, and
+                // retrying forever would hide it from systemd or Kubernetes (gunicorn halts on
+                // a worker boot error too).
+                tracing::error!(
+                    failures = CRASH_LOOP_AFTER,
+                    code = EXIT_BOOT_FAILED,
+                    "no worker ever became ready; shutting down"
+                );
+                self.boot_failed = true;
+                let _ = self.shutdown_or_force();
+                return Duration::MAX;
+            }
         }
         slot.restart_at = Some(Instant::now() + backoff);
         backoff
@@ -490,6 +519,7 @@ impl Supervisor {
                 }
             }
             WorkerMsg::Ready => {
+                self.ever_ready = true;
                 if p.state == ProcState::Starting {
                     p.state = ProcState::Ready;
                     p.state_since = now;

@@ -85,7 +85,7 @@ pub async fn run(
     {
         let state = Arc::clone(&state);
         let out = out_tx.clone();
-        let grace_ms = config.shutdown.graceful_timeout_secs * 1000;
+        let grace_ms = config.shutdown.graceful_timeout_secs.saturating_mul(1000);
         tokio::spawn(async move {
             loop {
                 let msg = tokio::select! {

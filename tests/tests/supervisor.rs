@@ -1264,3 +1264,40 @@ async fn malformed_control_message_replaces_the_worker() {
         "the other worker was left alone"
     );
 }
+
+#[test]
+fn supervisor_exits_70_when_no_worker_can_boot() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], palisade_tests::free_port()));
+    let mut child = std::process::Command::new(palisade_tests::server::binary())
+        .args(["--workers", "2", "--bind", &addr.to_string()])
+        .args(["--set", "admin.enabled=false"])
+        .env("TEST_PALISADE_WORKER_BOOT_FAILS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn palisade");
+    let started = Instant::now();
+    let mut status = None;
+    // Five failures per slot with backoff 0, 100, 200, 400 ms: about a second.
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Some(s) = child.try_wait().expect("wait") {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("supervisor still running after 20 s although no worker can boot");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(70), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("no worker ever became ready"),
+        "stderr:\n{stderr}"
+    );
+    println!("gave up after {:?}", started.elapsed());
+}
