@@ -160,6 +160,11 @@ fn worker_msg(u: &mut Unstructured<'_>) -> Result<palisade_server::channel::Work
                     None
                 },
                 components,
+                metrics: if u.arbitrary()? {
+                    Some(string(u, 64)?)
+                } else {
+                    None
+                },
                 p99_ms: match u.arbitrary::<Option<f64>>()? {
                     Some(p) if p.is_finite() => Some(p),
                     _ => None,

@@ -14,12 +14,13 @@ use std::time::Instant;
 use palisade::admin::{self, AdminBackend, AdminConfig, Applied, BackendError, LocalBackend};
 use palisade::control::model::{ServerInfo, Traffic, WorkerInfo};
 use palisade::control::{Change, Component, ComponentKind, FieldError, Registry};
-use palisade::observe::StatsRecorder;
+use palisade::observe::{CONTENT_TYPE, PrometheusExporter, StatsRecorder, merge_expositions};
+use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::supervisor::{Command, SupervisorHandle};
+use crate::supervisor::{Command, SupervisorHandle, View};
 
 /// Where the admin token lives: `admin.token_file`, else the per-user default that
 /// `palisade-top` also looks at.
@@ -32,11 +33,43 @@ pub fn token_path(config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("palisade-admin.token"))
 }
 
-/// Binds the admin listener and serves the admin API in the background.
+/// What `GET /metrics` on the admin port serves (no token, like any Prometheus target; the
+/// admin port is loopback-only unless `admin.allow_non_loopback`).
+#[derive(Debug, Clone)]
+pub enum Metrics {
+    /// This process's exposition (single-process mode).
+    Local(PrometheusExporter),
+    /// Every ready worker's last exposition, merged with a `worker` label (supervisor mode).
+    Workers(Arc<RwLock<View>>),
+    /// No recorder installed.
+    None,
+}
+
+impl Metrics {
+    fn render(&self) -> String {
+        match self {
+            Self::Local(exporter) => exporter.render(),
+            Self::Workers(view) => {
+                let view = view.read();
+                let ids: Vec<String> = view.metrics.iter().map(|(id, _)| id.to_string()).collect();
+                let sources: Vec<(&str, &str)> = ids
+                    .iter()
+                    .zip(&view.metrics)
+                    .map(|(id, (_, text))| (id.as_str(), &**text))
+                    .collect();
+                merge_expositions("worker", &sources)
+            }
+            Self::None => String::new(),
+        }
+    }
+}
+
+/// Binds the admin listener and serves the admin API, and `/metrics`, in the background.
 pub async fn spawn(
     config: &Config,
     registry: Registry,
     backend: impl AdminBackend,
+    metrics: Metrics,
 ) -> std::io::Result<SocketAddr> {
     let path = token_path(config);
     let (secret, origin) = admin::token::ensure(&path)?;
@@ -61,7 +94,13 @@ pub async fn spawn(
         .backend(backend)
         .build()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let router = admin::router(registry, admin_config);
+    let router = admin::router(registry, admin_config).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = metrics.render();
+            async move { ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text) }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(config.admin.addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

@@ -55,6 +55,8 @@ pub struct AppState {
     pub drain: Drain,
     /// Live request statistics.
     pub observe: ObserveHandle,
+    /// This process's Prometheus exposition (`/metrics`), when a recorder is installed.
+    pub exporter: Option<PrometheusExporter>,
     ready: AtomicBool,
 }
 
@@ -157,6 +159,7 @@ pub fn build(
         registry,
         drain: drain.clone(),
         observe,
+        exporter: exporter.cloned(),
         ready: AtomicBool::new(false),
     });
     let layers = RouteLayers {

@@ -72,6 +72,9 @@ pub struct Heartbeat {
     /// The worker's layer handles.
     #[serde(default)]
     pub components: Vec<ComponentSnapshot>,
+    /// The worker's Prometheus text exposition (the supervisor serves them merged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// A message from the supervisor to a worker.

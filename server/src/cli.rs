@@ -188,7 +188,10 @@ async fn run_single(config: Config) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     if config.admin.enabled {
         let backend = admin::local_backend(app.state.observe.stats().clone(), addr);
-        admin::spawn(&config, app.state.registry.clone(), backend).await?;
+        let metrics = exporter
+            .clone()
+            .map_or(admin::Metrics::None, admin::Metrics::Local);
+        admin::spawn(&config, app.state.registry.clone(), backend, metrics).await?;
     }
     tokio::spawn(shutdown_signal(app.state.drain.clone()));
     app.state.set_ready(true);
@@ -284,8 +287,9 @@ async fn run_supervisor(config: Config, overrides: Overrides) -> std::io::Result
         let control = app::build(config.clone(), u32::MAX, &app::context(&zones), None)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let registry = admin::Aggregated::registry(&control.state.registry, &handle);
+        let metrics = admin::Metrics::Workers(std::sync::Arc::clone(&handle.view));
         let backend = admin::SupervisorBackend::new(handle, addr);
-        admin::spawn(&config, registry, backend).await?;
+        admin::spawn(&config, registry, backend, metrics).await?;
         // Keep the control copies alive as long as the supervisor runs.
         let code = supervisor.await;
         drop(control);

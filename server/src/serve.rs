@@ -101,6 +101,7 @@ where
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
+        let stream = VersionDeadline::new(stream, config.header_read_timeout());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -208,5 +209,109 @@ fn connection_slots(max_connections: usize) -> usize {
         usable
     } else {
         max_connections
+    }
+}
+
+/// The HTTP/2 client preface; hyper-util's auto builder reads until the bytes received differ
+/// from it (HTTP/1) or it is complete (HTTP/2).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection that must tell its protocol version within `header_read_timeout`.
+///
+/// hyper-util's auto builder reads the version (up to the 24-byte HTTP/2 preface) before
+/// hyper's HTTP/1 header-read timer starts, and has no timeout of its own: a client that sends
+/// nothing, or a prefix of the preface, would hold a connection slot forever. Reads fail with
+/// `TimedOut` once the deadline passes while every byte received is still a strict prefix of
+/// the preface; the first byte that decides the version disarms the deadline for good.
+struct VersionDeadline {
+    io: tokio::net::TcpStream,
+    seen: usize,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl VersionDeadline {
+    fn new(io: tokio::net::TcpStream, timeout: Duration) -> Self {
+        Self {
+            io,
+            seen: 0,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for VersionDeadline {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.deadline.is_some() {
+                    let new = &buf.filled()[before..];
+                    let at = this.seen.min(H2_PREFACE.len());
+                    let want = &H2_PREFACE[at..];
+                    let n = new.len().min(want.len());
+                    this.seen += new.len();
+                    // Decided: EOF, a byte that is not the preface, or the whole preface.
+                    if new.is_empty() || new[..n] != want[..n] || this.seen >= H2_PREFACE.len() {
+                        this.deadline = None;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+                } else {
+                    Poll::Pending
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for VersionDeadline {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -77,6 +77,9 @@ pub struct View {
     pub status: StatusCounts,
     /// The last heartbeat of each live, ready worker (for merging stats and components).
     pub heartbeats: Vec<Heartbeat>,
+    /// The last Prometheus exposition of each ready worker, by worker id (one per id: the
+    /// newest process of the slot).
+    pub metrics: Vec<(u32, Arc<str>)>,
 }
 
 /// A handle to a running supervisor: its view and its command queue.
@@ -119,6 +122,8 @@ struct Proc {
     state_since: Instant,
     last_seen: Instant,
     hb: Heartbeat,
+    /// The last exposition this worker sent (kept apart from `hb`, which is cloned often).
+    metrics: Option<Arc<str>>,
     tx: mpsc::Sender<SupervisorMsg>,
     recycle_after_requests: Option<u64>,
     recycle_after_age: Option<Duration>,
@@ -401,6 +406,7 @@ impl Supervisor {
                 state_since: now,
                 last_seen: now,
                 hb: Heartbeat::default(),
+                metrics: None,
                 tx,
                 recycle_after_requests,
                 recycle_after_age,
@@ -543,6 +549,9 @@ impl Supervisor {
                         }
                         Err(error) => tracing::warn!(pid, %error, "malformed worker statistics"),
                     }
+                }
+                if let Some(text) = hb.metrics.take() {
+                    p.metrics = Some(text.into());
                 }
                 p.hb = hb;
             }
@@ -905,20 +914,33 @@ impl Supervisor {
         let mut requests_total = self.retired_requests;
         let mut in_flight = 0;
         let mut heartbeats = Vec::new();
+        let mut newest: BTreeMap<u32, (Instant, Arc<str>)> = BTreeMap::new();
         for p in self.procs.values() {
             status.add(&p.hb.status);
             requests_total += p.hb.requests;
             in_flight += p.hb.in_flight;
             if p.state == ProcState::Ready {
                 heartbeats.push(p.hb.clone());
+                if let Some(text) = &p.metrics
+                    && newest
+                        .get(&p.id)
+                        .is_none_or(|(started, _)| *started < p.started)
+                {
+                    newest.insert(p.id, (p.started, Arc::clone(text)));
+                }
             }
         }
+        let metrics = newest
+            .into_iter()
+            .map(|(id, (_, text))| (id, text))
+            .collect();
         *self.view.write() = View {
             workers,
             requests_total,
             in_flight,
             status,
             heartbeats,
+            metrics,
         };
     }
 }

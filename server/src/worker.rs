@@ -12,6 +12,8 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::app::{App, AppState};
+use palisade::observe::PrometheusExporter;
+
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
 use crate::serve;
 
@@ -179,6 +181,7 @@ fn heartbeat(state: &AppState, lag: Duration) -> Heartbeat {
         status: traffic.status,
         stats: serde_json::to_value(state.observe.take_delta()).ok(),
         components: state.registry.snapshot(),
+        metrics: state.exporter.as_ref().map(PrometheusExporter::render),
     }
 }
 

@@ -73,8 +73,9 @@ fn worker_msg() -> impl Strategy<Value = WorkerMsg> {
         any::<[u64; 5]>(),
         proptest::option::of(json()),
         vec(snapshot, 0..3),
+        proptest::option::of("\\PC{0,200}"),
     )
-        .prop_map(|(lag, n, p99, s, stats, components)| {
+        .prop_map(|(lag, n, p99, s, stats, components, metrics)| {
             WorkerMsg::Heartbeat(Heartbeat {
                 loop_lag_ms: lag,
                 in_flight: n[0],
@@ -90,6 +91,7 @@ fn worker_msg() -> impl Strategy<Value = WorkerMsg> {
                 },
                 stats,
                 components,
+                metrics,
             })
         });
     prop_oneof![

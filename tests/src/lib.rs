@@ -8,8 +8,11 @@
 //!   skip message, unless `PALISADE_REQUIRE_REDIS=1`, which makes it panic (CI sets it).
 //! - [`server::ServerProcess`]: the `palisade` binary on a free port, waited on until ready.
 //! - [`http`]: a small HTTP/1.1 client for tests.
+//! - [`load`]: worker pids, single-connection exchanges that report every outcome, an accounted
+//!   load generator and the supervisor's counters, for tests against a supervisor.
 
 pub mod http;
+pub mod load;
 pub mod redis;
 pub mod server;
 

@@ -1301,3 +1301,77 @@ fn supervisor_exits_70_when_no_worker_can_boot() {
     );
     println!("gave up after {:?}", started.elapsed());
 }
+
+/// `/metrics` on the admin port: every worker's exposition, one family block each, with a
+/// `worker` label; the request counts add up to what the client sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_metrics_merge_every_worker_with_a_worker_label() {
+    let server = supervisor(2, &[]);
+    let pids = workers_of(server.pid());
+    wait_all_serving(server.addr, &pids, Duration::from_secs(20)).await;
+    let client = Client::without_keep_alive();
+    let sent = 60;
+    for _ in 0..sent {
+        let res = client
+            .get(&server.url("/plaintext"))
+            .await
+            .expect("request");
+        assert_eq!(res.status, 200);
+    }
+    let metrics_url = server.admin_url("/metrics");
+    let count_of = |text: &str| -> (u64, BTreeSet<String>) {
+        let mut total = 0;
+        let mut workers = BTreeSet::new();
+        for line in text.lines() {
+            if line.starts_with("http_server_request_duration_seconds_count{")
+                && line.contains(r#"http_route="/plaintext""#)
+            {
+                let worker = line
+                    .split("worker=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .expect("worker label on every sample");
+                workers.insert(worker.to_owned());
+                total += line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("count value");
+            }
+        }
+        (total, workers)
+    };
+    // Heartbeats carry the expositions once a second.
+    let mut last = (0, BTreeSet::new());
+    let mut text = String::new();
+    for _ in 0..50 {
+        let res = client.get(&metrics_url).await.expect("admin /metrics");
+        assert_eq!(res.status, 200);
+        assert!(
+            res.header("content-type")
+                .is_some_and(|v| v.starts_with("text/plain"))
+        );
+        text = res.text();
+        last = count_of(&text);
+        if last.0 == sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, sent, "requests counted over the workers:\n{text}");
+    assert!(
+        last.1.iter().all(|w| w == "0" || w == "1"),
+        "worker labels are slot ids: {:?}",
+        last.1
+    );
+    // The text format needs each family's lines together: one TYPE line per family.
+    let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let unique: BTreeSet<&str> = types.iter().copied().collect();
+    assert_eq!(types.len(), unique.len(), "a family's TYPE appears once");
+    assert!(
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| l.contains("worker=\"")),
+        "every sample carries the worker label"
+    );
+}

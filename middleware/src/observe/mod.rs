@@ -86,7 +86,9 @@ pub use context::{
 };
 pub use future::ResponseFuture;
 pub use layer::{ObserveHandle, ObserveLayer};
-pub use prometheus::{CONTENT_TYPE, MetricsService, PrometheusExporter, prometheus_builder};
+pub use prometheus::{
+    CONTENT_TYPE, MetricsService, PrometheusExporter, merge_expositions, prometheus_builder,
+};
 pub use route::{MatchedRoute, Route, RouteFuture, RouteLayer};
 pub use service::Observe;
 pub use stats::{

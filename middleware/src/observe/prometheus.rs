@@ -167,3 +167,140 @@ impl<B> tower::Service<Request<B>> for MetricsService {
         ready(Ok(self.exporter.response()))
     }
 }
+
+/// Merges the text expositions of several processes into one, adding the label
+/// `label="<source>"` to every sample so each process keeps its own series: the exposition a
+/// supervisor serves for its workers.
+///
+/// Lines of one metric family stay together (the text format requires it): each family's
+/// `# HELP` and `# TYPE` come once, from the first source that has them, followed by the samples
+/// of every source in order. A source's samples whose family has no `# TYPE` line are kept under
+/// their own name. Counters of a source that restarts (a replaced worker) start again from zero
+/// under the same label, which Prometheus reads as a counter reset.
+///
+/// ```
+/// use palisade::observe::merge_expositions;
+/// let a = "# TYPE hits counter\nhits{route=\"/x\"} 3\n";
+/// let b = "# TYPE hits counter\nhits{route=\"/x\"} 4\nhits 1\n";
+/// let merged = merge_expositions("worker", &[("0", a), ("1", b)]);
+/// assert_eq!(
+///     merged,
+///     "# TYPE hits counter\nhits{worker=\"0\",route=\"/x\"} 3\n\
+///      hits{worker=\"1\",route=\"/x\"} 4\nhits{worker=\"1\"} 1\n"
+/// );
+/// ```
+pub fn merge_expositions(label: &str, sources: &[(&str, &str)]) -> String {
+    // Families in order of first appearance: (name, HELP/TYPE lines, samples).
+    let mut families: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (source, text) in sources {
+        let escaped = escape_label_value(source);
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            let line = line.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('#') {
+                let mut words = rest.split_whitespace();
+                let (Some(kind @ ("HELP" | "TYPE")), Some(name)) = (words.next(), words.next())
+                else {
+                    continue; // other comments are dropped
+                };
+                let at = family(&mut families, &mut index, name);
+                current = Some(at);
+                let meta = &mut families[at].1;
+                if !meta
+                    .iter()
+                    .any(|m| m.split_whitespace().nth(1) == Some(kind))
+                {
+                    meta.push(line.to_owned());
+                }
+                continue;
+            }
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let name = &line[..name_end];
+            let at = match current {
+                Some(at) if belongs_to(name, &families[at].0) => at,
+                _ => {
+                    let at = family(&mut families, &mut index, name);
+                    current = Some(at);
+                    at
+                }
+            };
+            let rest = &line[name_end..];
+            let sample = match rest.strip_prefix('{') {
+                Some(labels) if labels.starts_with('}') => {
+                    format!("{name}{{{label}=\"{escaped}\"{labels}")
+                }
+                Some(labels) => format!("{name}{{{label}=\"{escaped}\",{labels}"),
+                None => format!("{name}{{{label}=\"{escaped}\"}}{rest}"),
+            };
+            families[at].2.push(sample);
+        }
+    }
+    let mut out = String::new();
+    for (_, meta, samples) in families {
+        for line in meta.iter().chain(&samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn family(
+    families: &mut Vec<(String, Vec<String>, Vec<String>)>,
+    index: &mut std::collections::HashMap<String, usize>,
+    name: &str,
+) -> usize {
+    *index.entry(name.to_owned()).or_insert_with(|| {
+        families.push((name.to_owned(), Vec::new(), Vec::new()));
+        families.len() - 1
+    })
+}
+
+/// Whether sample `name` is part of family `family` (histogram and summary series carry
+/// suffixes).
+fn belongs_to(name: &str, family: &str) -> bool {
+    name.strip_prefix(family).is_some_and(|s| {
+        matches!(
+            s,
+            "" | "_bucket" | "_sum" | "_count" | "_total" | "_created"
+        )
+    })
+}
+
+fn escape_label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_expositions;
+
+    #[test]
+    fn families_stay_together_across_sources_and_meta_comes_once() {
+        let a = "# HELP d Latency.\n# TYPE d histogram\nd_bucket{le=\"1\"} 1\nd_sum 0.5\nd_count 1\n\
+                 # TYPE c counter\nc 2\n";
+        let b = "# TYPE c counter\nc 5\n# HELP d Latency.\n# TYPE d histogram\n\
+                 d_bucket{le=\"1\"} 0\nd_sum 0\nd_count 0\n# EOF-like comment\nlone 1\n";
+        let merged = merge_expositions("worker", &[("0", a), ("1", b)]);
+        let expected = "# HELP d Latency.\n# TYPE d histogram\n\
+             d_bucket{worker=\"0\",le=\"1\"} 1\nd_sum{worker=\"0\"} 0.5\nd_count{worker=\"0\"} 1\n\
+             d_bucket{worker=\"1\",le=\"1\"} 0\nd_sum{worker=\"1\"} 0\nd_count{worker=\"1\"} 0\n\
+             # TYPE c counter\nc{worker=\"0\"} 2\nc{worker=\"1\"} 5\n\
+             lone{worker=\"1\"} 1\n";
+        assert_eq!(merged, expected);
+    }
+
+    #[test]
+    fn source_names_are_escaped_and_empty_label_sets_handled() {
+        let merged = merge_expositions("w", &[("a\"b", "x{} 1\n")]);
+        assert_eq!(merged, "x{w=\"a\\\"b\"} 1\n");
+        assert_eq!(merge_expositions("w", &[]), "");
+    }
+}

@@ -285,11 +285,32 @@ async fn create(
     ))
 }
 
+/// Reads through the users two-level cache (`[cache.users]`): the store is read only on a miss,
+/// once however many requests miss together; an unknown id is cached as a negative entry.
+/// `cache.enabled = false` reads the store directly.
 async fn fetch(
     State(state): State<Arc<AppState>>,
     UserId(id): UserId,
 ) -> Result<Json<User>, Problem> {
-    Ok(Json(state.users.get(id)?))
+    if !state.config.cache.enabled {
+        return Ok(Json(state.users.get(id)?));
+    }
+    let store = Arc::clone(&state);
+    let found = state
+        .users_cache
+        .get_or_load_optional(&id, move || async move {
+            Ok::<_, std::convert::Infallible>(store.users.get(id).ok())
+        })
+        .await;
+    match found {
+        Ok(Some(user)) => Ok(Json(user)),
+        Ok(None) => Err(StoreError::NotFound(id).into()),
+        // The loader cannot fail; this is a panic or the hard timeout with nothing stale.
+        Err(error) => Err(
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+                .detail(format!("user lookup failed: {error}")),
+        ),
+    }
 }
 
 async fn replace(
