@@ -245,3 +245,37 @@ async fn admin_requires_a_token_and_read_only_tokens_cannot_change() {
     assert_eq!(res.json()["settings"], before);
     let _ = std::fs::remove_file(&ro_file);
 }
+
+#[tokio::test]
+async fn names_is_cached_unless_caching_is_disabled() {
+    let client = Client::new();
+    let on = ServerProcess::start();
+    let first = client.get(&on.url("/names")).await.unwrap();
+    let second = client.get(&on.url("/names")).await.unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(second.status, 200);
+    assert!(
+        first
+            .header("cache-status")
+            .is_some_and(|s| s.contains("fwd=")),
+        "{:?}",
+        first.header("cache-status")
+    );
+    assert!(
+        second
+            .header("cache-status")
+            .is_some_and(|s| s.contains("hit")),
+        "{:?}",
+        second.header("cache-status")
+    );
+
+    let off = ServerProcess::builder()
+        .args(["--set", "cache.enabled=false"])
+        .spawn();
+    for _ in 0..2 {
+        let res = client.get(&off.url("/names")).await.unwrap();
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("cache-status"), None, "no response cache");
+        assert_eq!(res.json(), first.json(), "same document either way");
+    }
+}

@@ -21,9 +21,16 @@ use crate::app::{AppState, RouteLayers};
 
 /// All routes of the reference API (without the layers).
 pub fn routes(state: Arc<AppState>, layers: RouteLayers) -> Router {
+    // `cache.enabled = false`: no response cache on `/names` (the users cache is bypassed in
+    // its handler).
+    let names_route = if state.config.cache.enabled {
+        get(names).route_layer(layers.names_cache)
+    } else {
+        get(names)
+    };
     Router::new()
         .nest("/api/v1", Router::new().nest("/users", users::routes()))
-        .route("/names", get(names).route_layer(layers.names_cache))
+        .route("/names", names_route)
         .route("/plaintext", get(plaintext))
         .route("/slow", get(slow))
         .route("/flaky", get(flaky).route_layer(layers.flaky_breaker))
