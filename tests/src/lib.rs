@@ -8,16 +8,23 @@
 //!   skip message, unless `PALISADE_REQUIRE_REDIS=1`, which makes it panic (CI sets it).
 //! - [`server::ServerProcess`]: the `palisade` binary on a free port, waited on until ready.
 //! - [`http`]: a small HTTP/1.1 client for tests.
-//! - [`load`]: worker pids, single-connection exchanges that report every outcome, an accounted
-//!   load generator and the supervisor's counters, for tests against a supervisor.
+//! - [`load`]: a supervisor with its workers waited on, worker pids, single-connection exchanges
+//!   that report every outcome, an accounted load generator and the supervisor's counters, for
+//!   tests against a supervisor.
 
 pub mod http;
 pub mod load;
 pub mod redis;
 pub mod server;
 
+use std::future::{Future, ready};
 use std::net::{SocketAddr, TcpListener};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+/// How often [`wait_until`] and [`load::eventually`] check.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -28,16 +35,48 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `check` every 20 ms until it returns true or `timeout` passes; returns whether it did.
+///
+/// Blocks the thread; in async code use [`load::eventually`].
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let blocking = poll_until(
+        timeout,
+        POLL_INTERVAL,
+        || ready(check()),
+        |interval| {
+            std::thread::sleep(interval);
+            ready(())
+        },
+    );
+    // Every future in it is ready at once (the pause blocks the thread instead), so a single
+    // poll runs the loop to its end.
+    match pin!(blocking).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(held) => held,
+        Poll::Pending => unreachable!("a loop over ready futures never waits"),
+    }
+}
+
+/// The polling loop behind [`wait_until`], [`load::eventually`] and [`load::eventually_async`]:
+/// awaits `check` until it holds or `timeout` passes, awaiting `pause(interval)` between checks;
+/// returns whether it held.
+pub(crate) async fn poll_until<C, P>(
+    timeout: Duration,
+    interval: Duration,
+    mut check: impl FnMut() -> C,
+    mut pause: impl FnMut(Duration) -> P,
+) -> bool
+where
+    C: Future<Output = bool>,
+    P: Future<Output = ()>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if check() {
+        if check().await {
             return true;
         }
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        pause(interval).await;
     }
 }
 

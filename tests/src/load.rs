@@ -1,6 +1,7 @@
-//! Helpers for end-to-end tests against a supervisor and its workers: worker pids from `/proc`,
-//! one-connection HTTP/1.1 exchanges that report every outcome, a load generator that records
-//! every request it sends, and the supervisor's own counters from the admin API.
+//! Helpers for end-to-end tests against a supervisor and its workers: a supervisor started with
+//! quick heartbeats and waited on until its workers run, worker pids from `/proc`, one-connection
+//! HTTP/1.1 exchanges that report every outcome, a load generator that records every request it
+//! sends, and the supervisor's own counters from the admin API.
 //!
 //! The load generator counts each request as answered (ok), failed (with the reason) or unsent:
 //! a request that hyper hands back *unsent* (the connection was already closed before a byte of
@@ -8,7 +9,9 @@
 //! connection, as any HTTP client does.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::{Future, ready};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,10 +27,54 @@ use tokio::task::JoinHandle;
 
 use crate::http::Client;
 use crate::server::ServerProcess;
+use crate::{POLL_INTERVAL, poll_until, wait_until};
 
 // ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
+
+/// Arguments every supervisor test starts with: quick heartbeats and no drain delay unless a test
+/// overrides them (later `--set`s win). [`ServerProcess`] adds a private admin port and token file.
+pub const BASE: &[&str] = &[
+    "--set",
+    "workers.heartbeat_interval_ms=200",
+    "--set",
+    "shutdown.drain_delay_ms=0",
+    "--set",
+    "shutdown.graceful_timeout_secs=10",
+];
+
+/// A supervisor with [`BASE`], `--workers <workers>` and then `extra`, waited on (20 s) until all
+/// of its workers run.
+///
+/// # Panics
+/// When it does not have `workers` workers within 20 s.
+pub fn supervisor(workers: usize, extra: &[&str]) -> ServerProcess {
+    let server = ServerProcess::builder()
+        .args(BASE.iter().copied())
+        .args(["--workers".to_owned(), workers.to_string()])
+        .args(extra.iter().copied())
+        .spawn();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            workers_of(server.pid()).len() == workers
+        }),
+        "expected {workers} workers, have {:?}",
+        workers_of(server.pid())
+    );
+    server
+}
+
+/// A directory `palisade-test-<name>-<pid>` in the system's temp dir, created if missing; the
+/// test removes it when done.
+///
+/// # Panics
+/// When it cannot be created.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("palisade-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
 
 /// The live (not zombie) children of `parent`: a supervisor's worker processes.
 pub fn workers_of(parent: u32) -> BTreeSet<u32> {
@@ -67,18 +114,22 @@ pub fn open_fds(pid: u32) -> Option<usize> {
         .map(Iterator::count)
 }
 
-/// Polls `check` every 20 ms (without blocking the runtime) until it holds or `timeout` passes.
+/// Polls `check` every 20 ms (without blocking the runtime) until it holds or `timeout` passes;
+/// returns whether it did. The async form of [`crate::wait_until`].
 pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(timeout, POLL_INTERVAL, || ready(check())).await
+}
+
+/// [`eventually`] for an async check, polled every `interval`.
+pub async fn eventually_async<C>(
+    timeout: Duration,
+    interval: Duration,
+    check: impl FnMut() -> C,
+) -> bool
+where
+    C: Future<Output = bool>,
+{
+    poll_until(timeout, interval, check, tokio::time::sleep).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -223,6 +274,25 @@ pub async fn status_of(addr: SocketAddr, path: &str) -> Result<u16, String> {
     }
 }
 
+/// A few concurrent [`probe`]s, so an idle sibling does not win every accept race.
+fn spawn_probes(addr: SocketAddr) -> Vec<JoinHandle<Result<WorkerHealth, String>>> {
+    (0..4).map(|_| tokio::spawn(probe(addr))).collect()
+}
+
+/// Probes with fresh connections until `pid` answers; false after `timeout`.
+pub async fn wait_serving(addr: SocketAddr, pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for p in spawn_probes(addr) {
+            if matches!(p.await, Ok(Ok(h)) if h.pid == pid) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
 /// Probes with fresh connections until every pid in `pids` has answered (or `timeout` passes);
 /// what each answering pid said.
 pub async fn wait_all_serving(
@@ -233,9 +303,7 @@ pub async fn wait_all_serving(
     let deadline = Instant::now() + timeout;
     let mut seen = BTreeMap::new();
     while Instant::now() < deadline && !pids.iter().all(|p| seen.contains_key(p)) {
-        // A few concurrent probes, so an idle sibling does not win every accept race.
-        let probes: Vec<_> = (0..4).map(|_| tokio::spawn(probe(addr))).collect();
-        for p in probes {
+        for p in spawn_probes(addr) {
             if let Ok(Ok(h)) = p.await {
                 seen.insert(h.pid, h);
             }
@@ -500,13 +568,26 @@ impl LoadReport {
 impl Load {
     /// Starts `keep_alive` + `new_conn` + `slow` tasks against `addr`.
     pub fn start(addr: SocketAddr, keep_alive: usize, new_conn: usize, slow: usize) -> Self {
+        Self::start_paced(addr, keep_alive, new_conn, slow, Duration::ZERO)
+    }
+
+    /// Like [`Load::start`], each task pausing `pace` between requests.
+    pub fn start_paced(
+        addr: SocketAddr,
+        keep_alive: usize,
+        new_conn: usize,
+        slow: usize,
+        pace: Duration,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
         let kinds = std::iter::repeat_n(Kind::KeepAlive, keep_alive)
             .chain(std::iter::repeat_n(Kind::NewConnection, new_conn))
             .chain(std::iter::repeat_n(Kind::Slow, slow));
         let tasks = kinds
             .enumerate()
-            .map(|(task, kind)| tokio::spawn(load_task(addr, task, kind, Arc::clone(&shared))))
+            .map(|(task, kind)| {
+                tokio::spawn(load_task(addr, task, kind, pace, Arc::clone(&shared)))
+            })
             .collect();
         Self { shared, tasks }
     }
@@ -549,7 +630,14 @@ impl Load {
     }
 }
 
-async fn load_task(addr: SocketAddr, task: usize, kind: Kind, shared: Arc<Shared>) -> Vec<Record> {
+/// One load task: sends `kind` requests until stopped, pausing `pace` after each one it records.
+async fn load_task(
+    addr: SocketAddr,
+    task: usize,
+    kind: Kind,
+    pace: Duration,
+    shared: Arc<Shared>,
+) -> Vec<Record> {
     let mut records = Vec::new();
     let mut conn: Option<(Sender, Option<u32>)> = None;
     let (path, close) = match kind {
@@ -632,6 +720,9 @@ async fn load_task(addr: SocketAddr, task: usize, kind: Kind, shared: Arc<Shared
             end,
             result,
         });
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
     }
     records
 }

@@ -17,8 +17,9 @@ use http::Method;
 use nix::sys::signal::Signal;
 use palisade_tests::http::{Client, raw_exchange, raw_status};
 use palisade_tests::load::{
-    CountsMonitor, Kind, Load, Outcome, Record, admin_get, connect, eventually, exchange, open_fds,
-    status_of, wait_all_serving, workers_of,
+    BASE, CountsMonitor, Kind, Load, Outcome, Record, admin_get, connect, eventually,
+    eventually_async, exchange, open_fds, status_of, supervisor, temp_dir, wait_all_serving,
+    workers_of,
 };
 use palisade_tests::redis::RedisServer;
 use palisade_tests::server::ServerProcess;
@@ -29,39 +30,6 @@ use tokio::task::JoinHandle;
 // ---------------------------------------------------------------------------------------------
 // Common
 // ---------------------------------------------------------------------------------------------
-
-/// Quick heartbeats and no drain delay (later `--set`s win).
-const BASE: &[&str] = &[
-    "--set",
-    "workers.heartbeat_interval_ms=200",
-    "--set",
-    "shutdown.drain_delay_ms=0",
-    "--set",
-    "shutdown.graceful_timeout_secs=10",
-];
-
-/// A supervisor with `workers` workers, waited on until all of them run.
-fn supervisor(workers: usize, extra: &[&str]) -> ServerProcess {
-    let server = ServerProcess::builder()
-        .args(BASE.iter().copied())
-        .args(["--workers".to_owned(), workers.to_string()])
-        .args(extra.iter().copied())
-        .spawn();
-    assert!(
-        palisade_tests::wait_until(Duration::from_secs(20), || {
-            workers_of(server.pid()).len() == workers
-        }),
-        "expected {workers} workers, have {:?}",
-        workers_of(server.pid())
-    );
-    server
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("palisade-rel-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a temp dir");
-    dir
-}
 
 /// A small xorshift generator; the seed is printed so a run can be replayed
 /// (`RELIABILITY_SEED=<seed>`; not `PALISADE_*`, which the server would read as configuration).
@@ -561,10 +529,14 @@ failure_mode = "fail_closed"
         .collect();
 
     // Steady state: both caches write to Redis.
-    let steady = eventually_async(Duration::from_secs(20), || async {
-        redis_keys(&url, "palisade:v1:users:*").await.unwrap_or(0) > 0
-            && redis_keys(&url, "palisade:v1:names:*").await.unwrap_or(0) > 0
-    })
+    let steady = eventually_async(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            redis_keys(&url, "palisade:v1:users:*").await.unwrap_or(0) > 0
+                && redis_keys(&url, "palisade:v1:names:*").await.unwrap_or(0) > 0
+        },
+    )
     .await;
     assert!(steady, "the caches never wrote to Redis");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -764,24 +736,6 @@ failure_mode = "fail_closed"
         fallbacks.1,
         stat(&strict, &["stats", "rejected"]),
     );
-}
-
-/// [`eventually`] for an async check, polled every 50 ms.
-async fn eventually_async<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,624 +12,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request, header};
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::Method;
 use nix::sys::signal::Signal;
 use palisade_tests::http::Client;
+use palisade_tests::load::{
+    BASE, CountsMonitor, Kind, Load, Outcome, Record, Sender, admin_counts, connect, eventually,
+    exchange, parse_worker, probe, status_of, supervisor, temp_dir, wait_all_serving, wait_serving,
+    workers_of,
+};
 use palisade_tests::server::ServerProcess;
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-// ---------------------------------------------------------------------------------------------
-
-/// Arguments every test uses: quick heartbeats and no drain delay unless a test overrides them
-/// (later `--set`s win). Every server gets a private admin port and token file.
-const BASE: &[&str] = &[
-    "--set",
-    "workers.heartbeat_interval_ms=200",
-    "--set",
-    "shutdown.drain_delay_ms=0",
-    "--set",
-    "shutdown.graceful_timeout_secs=10",
-];
-
-fn supervisor(workers: usize, extra: &[&str]) -> ServerProcess {
-    let server = ServerProcess::builder()
-        .args(BASE.iter().copied())
-        .args(["--workers".to_owned(), workers.to_string()])
-        .args(extra.iter().copied())
-        .spawn();
-    assert!(
-        palisade_tests::wait_until(Duration::from_secs(20), || {
-            workers_of(server.pid()).len() == workers
-        }),
-        "expected {workers} workers, have {:?}",
-        workers_of(server.pid())
-    );
-    server
-}
-
-/// The live (not zombie) children of `parent`: its worker processes.
-fn workers_of(parent: u32) -> BTreeSet<u32> {
-    let mut out = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 1..)) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("?");
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) && state != "Z" && state != "X" {
-            out.insert(pid);
-        }
-    }
-    out
-}
-
-/// Polls `check` every 20 ms (without blocking the runtime) until it holds or `timeout` passes.
-async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("palisade-sup-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a temp dir");
-    dir
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP
-// ---------------------------------------------------------------------------------------------
-
-/// What `/health/worker` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WorkerHealth {
-    worker_id: u32,
-    pid: u32,
-    in_flight: u64,
-    requests: u64,
-}
-
-fn parse_worker(body: &[u8]) -> Option<WorkerHealth> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let num = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
-    Some(WorkerHealth {
-        worker_id: u32::try_from(num("worker_id")?).ok()?,
-        pid: u32::try_from(num("pid")?).ok()?,
-        in_flight: num("in_flight")?,
-        requests: num("requests")?,
-    })
-}
-
-type Sender = http1::SendRequest<Empty<Bytes>>;
-
-/// Opens one HTTP/1.1 connection (no pool, no retries: the test sees every outcome).
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-#[derive(Debug)]
-enum Outcome {
-    /// The connection was closed before the request (the server had said `Connection: close`,
-    /// or closed it while idle): nothing was sent; use a new connection.
-    Closed(String),
-    /// The connection closed after the request was queued but before any byte of it was
-    /// written: hyper hands it back, safe to resend.
-    Unsent(String),
-    /// A complete response.
-    Done { status: u16, body: Bytes },
-    /// The request was (possibly) sent and no complete response came back.
-    Failed(String),
-}
-
-async fn exchange(sender: &mut Sender, method: Method, path: &str, close: bool) -> Outcome {
-    if let Err(e) = sender.ready().await {
-        return Outcome::Closed(format!("{e}"));
-    }
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "palisade.test")
-        .header(
-            header::CONNECTION,
-            if close { "close" } else { "keep-alive" },
-        )
-        .body(Empty::new())
-        .expect("valid request");
-    let fut = async {
-        match sender.try_send_request(req).await {
-            Ok(res) => {
-                let status = res.status().as_u16();
-                match res.into_body().collect().await {
-                    Ok(body) => Outcome::Done {
-                        status,
-                        body: body.to_bytes(),
-                    },
-                    Err(e) => Outcome::Failed(format!("body: {e:?}")),
-                }
-            }
-            Err(mut e) => {
-                if e.take_message().is_some() {
-                    Outcome::Unsent(format!("{:?}", e.into_error()))
-                } else {
-                    Outcome::Failed(format!("{:?}", e.into_error()))
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(15), fut)
-        .await
-        .unwrap_or_else(|_| Outcome::Failed("timed out".to_owned()))
-}
-
-/// `GET /health/worker` on a fresh connection.
-async fn probe(addr: SocketAddr) -> Result<WorkerHealth, String> {
-    let mut sender = connect(addr).await?;
-    match exchange(&mut sender, Method::GET, "/health/worker", true).await {
-        Outcome::Done { status: 200, body } => {
-            parse_worker(&body).ok_or_else(|| "bad /health/worker body".to_owned())
-        }
-        other => Err(format!("{other:?}")),
-    }
-}
-
-/// `GET path` on a fresh connection; the status.
-async fn status_of(addr: SocketAddr, path: &str) -> Result<u16, String> {
-    let mut sender = connect(addr).await?;
-    match exchange(&mut sender, Method::GET, path, true).await {
-        Outcome::Done { status, .. } => Ok(status),
-        other => Err(format!("{other:?}")),
-    }
-}
-
-/// Probes with fresh connections until `pid` answers; false after `timeout`.
-async fn wait_serving(addr: SocketAddr, pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        // A few concurrent probes, so an idle sibling does not win every accept race.
-        let probes: Vec<_> = (0..4).map(|_| tokio::spawn(probe(addr))).collect();
-        for p in probes {
-            if matches!(p.await, Ok(Ok(h)) if h.pid == pid) {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
-}
-
-/// Probes with fresh connections until every pid in `pids` has answered.
-async fn wait_all_serving(
-    addr: SocketAddr,
-    pids: &BTreeSet<u32>,
-    timeout: Duration,
-) -> BTreeMap<u32, WorkerHealth> {
-    let deadline = Instant::now() + timeout;
-    let mut seen = BTreeMap::new();
-    while Instant::now() < deadline && !pids.iter().all(|p| seen.contains_key(p)) {
-        let probes: Vec<_> = (0..4).map(|_| tokio::spawn(probe(addr))).collect();
-        for p in probes {
-            if let Ok(Ok(h)) = p.await {
-                seen.insert(h.pid, h);
-            }
-        }
-    }
-    seen
-}
-
-// ---------------------------------------------------------------------------------------------
-// The supervisor's own counters (admin API)
-// ---------------------------------------------------------------------------------------------
-
-/// What the supervisor reports: requests completed by all workers, exited ones included, and
-/// the completed requests of each live worker (by pid).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Counts {
-    total: u64,
-    per_pid: BTreeMap<u32, u64>,
-}
-
-async fn admin_counts(server: &ServerProcess, client: &Client) -> Result<Counts, String> {
-    let (k, v) = server.admin_auth();
-    let res = client
-        .request(
-            Method::GET,
-            &server.admin_url("/admin/v1/snapshot"),
-            &[(&k, &v)],
-            Bytes::new(),
-        )
-        .await?;
-    if res.status != 200 {
-        return Err(format!("snapshot: {} {}", res.status, res.text()));
-    }
-    parse_counts(&res.json()).ok_or_else(|| format!("bad snapshot: {}", res.text()))
-}
-
-fn parse_counts(snap: &serde_json::Value) -> Option<Counts> {
-    let total = snap["traffic"]["requests_total"].as_u64()?;
-    let per_pid = snap["workers"]
-        .as_array()?
-        .iter()
-        .filter_map(|w| {
-            Some((
-                u32::try_from(w["pid"].as_u64()?).ok()?,
-                w["requests"].as_u64()?,
-            ))
-        })
-        .collect();
-    Some(Counts { total, per_pid })
-}
-
-/// Samples the supervisor's counters every 50 ms until stopped.
-#[derive(Debug)]
-struct CountsMonitor {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<Vec<Counts>>,
-}
-
-impl CountsMonitor {
-    fn start(server: &ServerProcess) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let admin_url = server.admin_url("/admin/v1/snapshot");
-        let (k, v) = server.admin_auth();
-        let task = tokio::spawn(async move {
-            let client = Client::new().timeout(Duration::from_secs(5));
-            let mut samples = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                let res = client
-                    .request(Method::GET, &admin_url, &[(&k, &v)], Bytes::new())
-                    .await;
-                if let Some(counts) = res
-                    .ok()
-                    .filter(|r| r.status == 200)
-                    .and_then(|r| parse_counts(&r.json()))
-                {
-                    samples.push(counts);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            samples
-        });
-        Self { stop, task }
-    }
-
-    /// Stops sampling; checks that no counter ever went backwards.
-    async fn stop_and_check(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        let samples = self.task.await.expect("monitor task");
-        for pair in samples.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            assert!(
-                b.total >= a.total,
-                "the supervisor's request total went back from {} to {}",
-                a.total,
-                b.total
-            );
-            for (pid, n) in &b.per_pid {
-                if let Some(before) = a.per_pid.get(pid) {
-                    assert!(
-                        n >= before,
-                        "worker {pid}'s request count went back from {before} to {n}"
-                    );
-                }
-            }
-        }
-        samples.len()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Load generator
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Closed loop on one keep-alive connection (a new one when the server closes it).
-    KeepAlive,
-    /// One new connection per request (`Connection: close`).
-    NewConnection,
-    /// `/slow?ms=200` on a keep-alive connection: requests that straddle drains.
-    Slow,
-}
-
-#[derive(Debug, Clone)]
-struct Record {
-    /// Which load task sent it.
-    task: usize,
-    kind: Kind,
-    /// The worker this keep-alive connection was on before the request, when known.
-    conn_pid: Option<u32>,
-    start: Instant,
-    end: Instant,
-    /// `Ok(Some(h))` for `/health/worker`, `Ok(None)` for a 200 from `/slow`.
-    result: Result<Option<WorkerHealth>, String>,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    stop: AtomicBool,
-    ok: AtomicU64,
-    failed: AtomicU64,
-    unsent: AtomicU64,
-    /// Every pid that answered.
-    seen: Mutex<BTreeSet<u32>>,
-}
-
-#[derive(Debug)]
-struct Load {
-    shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<Vec<Record>>>,
-}
-
-#[derive(Debug)]
-struct LoadReport {
-    records: Vec<Record>,
-    unsent: u64,
-}
-
-impl LoadReport {
-    fn failures(&self) -> Vec<&Record> {
-        self.records.iter().filter(|r| r.result.is_err()).collect()
-    }
-
-    fn ok(&self) -> usize {
-        self.records.iter().filter(|r| r.result.is_ok()).count()
-    }
-
-    /// Answers per pid.
-    fn by_pid(&self) -> BTreeMap<u32, Vec<&Record>> {
-        let mut out: BTreeMap<u32, Vec<&Record>> = BTreeMap::new();
-        for r in &self.records {
-            if let Ok(Some(h)) = &r.result {
-                out.entry(h.pid).or_default().push(r);
-            }
-        }
-        out
-    }
-
-    /// Checks that each process's completed-request counter never goes backwards: a request
-    /// that started after another one (to the same pid) ended must see a higher count.
-    fn assert_counters_monotonic(&self) {
-        for (pid, mut recs) in self.by_pid() {
-            let count = |r: &Record| match &r.result {
-                Ok(Some(h)) => h.requests,
-                _ => unreachable!("by_pid only holds answers"),
-            };
-            recs.sort_by_key(|r| r.start);
-            let mut by_end = recs.clone();
-            by_end.sort_by_key(|r| r.end);
-            let mut i = 0;
-            let mut max_before: Option<u64> = None;
-            for r in &recs {
-                while i < by_end.len() && by_end[i].end < r.start {
-                    max_before = max_before.max(Some(count(by_end[i])));
-                    i += 1;
-                }
-                if let Some(m) = max_before {
-                    assert!(
-                        count(r) > m,
-                        "pid {pid}: requests counter went from {m} to {} for a later request",
-                        count(r)
-                    );
-                }
-            }
-        }
-    }
-}
-
-impl Load {
-    /// Starts `keep_alive` + `new_conn` + `slow` tasks against `addr`.
-    fn start(addr: SocketAddr, keep_alive: usize, new_conn: usize, slow: usize) -> Self {
-        Self::start_paced(addr, keep_alive, new_conn, slow, Duration::ZERO)
-    }
-
-    /// Like [`Load::start`], each task pausing `pace` between requests.
-    fn start_paced(
-        addr: SocketAddr,
-        keep_alive: usize,
-        new_conn: usize,
-        slow: usize,
-        pace: Duration,
-    ) -> Self {
-        let shared = Arc::new(Shared::default());
-        let kinds = std::iter::repeat_n(Kind::KeepAlive, keep_alive)
-            .chain(std::iter::repeat_n(Kind::NewConnection, new_conn))
-            .chain(std::iter::repeat_n(Kind::Slow, slow));
-        let tasks = kinds
-            .enumerate()
-            .map(|(task, kind)| {
-                tokio::spawn(load_task(addr, task, kind, pace, Arc::clone(&shared)))
-            })
-            .collect();
-        Self { shared, tasks }
-    }
-
-    fn ok(&self) -> u64 {
-        self.shared.ok.load(Ordering::Relaxed)
-    }
-
-    fn failed(&self) -> u64 {
-        self.shared.failed.load(Ordering::Relaxed)
-    }
-
-    async fn seen(&self) -> BTreeSet<u32> {
-        self.shared.seen.lock().await.clone()
-    }
-
-    /// Waits until at least `n` more requests completed; false after `timeout`.
-    async fn progress(&self, n: u64, timeout: Duration) -> bool {
-        let target = self.ok() + n;
-        eventually(timeout, || self.ok() >= target).await
-    }
-
-    async fn stop(self) -> LoadReport {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        let mut records = Vec::new();
-        for t in self.tasks {
-            records.extend(t.await.expect("load task panicked"));
-        }
-        LoadReport {
-            records,
-            unsent: self.shared.unsent.load(Ordering::Relaxed),
-        }
-    }
-}
-
-async fn load_task(
-    addr: SocketAddr,
-    task: usize,
-    kind: Kind,
-    pace: Duration,
-    shared: Arc<Shared>,
-) -> Vec<Record> {
-    let mut records = Vec::new();
-    let mut conn: Option<(Sender, Option<u32>)> = None;
-    let (path, close) = match kind {
-        Kind::KeepAlive => ("/health/worker", false),
-        Kind::NewConnection => ("/health/worker", true),
-        Kind::Slow => ("/slow?ms=200", false),
-    };
-    let mut unsent_in_a_row = 0;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let start = Instant::now();
-        let reused = conn.is_some();
-        let (mut sender, conn_pid) = match conn.take() {
-            Some(c) => c,
-            None => match connect(addr).await {
-                Ok(s) => (s, None),
-                Err(e) => {
-                    shared.failed.fetch_add(1, Ordering::Relaxed);
-                    records.push(Record {
-                        task,
-                        kind,
-                        conn_pid: None,
-                        start,
-                        end: Instant::now(),
-                        result: Err(e),
-                    });
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let outcome = exchange(&mut sender, Method::GET, path, close).await;
-        let end = Instant::now();
-        let result = match outcome {
-            // The previous response closed this connection: open a new one.
-            Outcome::Closed(_) if reused => continue,
-            Outcome::Closed(why) | Outcome::Unsent(why) => {
-                shared.unsent.fetch_add(1, Ordering::Relaxed);
-                unsent_in_a_row += 1;
-                assert!(
-                    unsent_in_a_row < 1000,
-                    "the server keeps closing connections before any request: {why}"
-                );
-                continue;
-            }
-            Outcome::Done { status: 200, body } => {
-                if kind == Kind::Slow {
-                    Ok(None)
-                } else {
-                    parse_worker(&body)
-                        .map(Some)
-                        .ok_or_else(|| format!("bad body: {body:?}"))
-                }
-            }
-            Outcome::Done { status, body } => Err(format!("status {status}: {body:?}")),
-            Outcome::Failed(e) => Err(e),
-        };
-        unsent_in_a_row = 0;
-        match &result {
-            Ok(h) => {
-                shared.ok.fetch_add(1, Ordering::Relaxed);
-                if let Some(h) = h {
-                    shared.seen.lock().await.insert(h.pid);
-                }
-                if !close {
-                    let pid = h.map(|h| h.pid).or(conn_pid);
-                    conn = Some((sender, pid));
-                }
-            }
-            Err(_) => {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        records.push(Record {
-            task,
-            kind,
-            conn_pid,
-            start,
-            end,
-            result,
-        });
-        if !pace.is_zero() {
-            tokio::time::sleep(pace).await;
-        }
-    }
-    records
-}
-
-fn describe_failures(report: &LoadReport) -> String {
-    report
-        .failures()
-        .iter()
-        .take(20)
-        .map(|r| {
-            format!(
-                "{:?} conn_pid={:?} after {:?}: {}",
-                r.kind,
-                r.conn_pid,
-                r.end - r.start,
-                r.result.as_ref().err().map_or("", String::as_str)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -702,7 +97,7 @@ async fn killed_worker_is_replaced_quickly_and_only_its_requests_fail() {
         assert!(
             on_victim(f),
             "a request that was not on the killed worker failed:\n{}",
-            describe_failures(&report)
+            report.describe_failures()
         );
     }
     let attached = report
@@ -716,7 +111,7 @@ async fn killed_worker_is_replaced_quickly_and_only_its_requests_fail() {
         failures.len() <= attached,
         "{} failures, but only {attached} load tasks had a request on worker {victim}:\n{}",
         failures.len(),
-        describe_failures(&report)
+        report.describe_failures()
     );
     let by_pid = report.by_pid();
     assert!(by_pid.contains_key(&survivor) && by_pid.contains_key(&replacement));
@@ -796,7 +191,7 @@ async fn ten_rolling_restarts_under_load_lose_no_request() {
         "{} of {} requests failed during 10 rolling restarts:\n{}",
         report.failures().len(),
         report.records.len(),
-        describe_failures(&report)
+        report.describe_failures()
     );
     // The load really ran during every roll.
     for (i, (start, took)) in rolls.iter().enumerate() {
@@ -851,7 +246,9 @@ async fn stuck_worker_is_killed_and_replaced() {
     // Find out which worker a keep-alive connection is on, then block that worker's event loop.
     let mut sender = connect(server.addr).await.expect("connect");
     let victim = match exchange(&mut sender, Method::GET, "/health/worker", false).await {
-        Outcome::Done { status: 200, body } => parse_worker(&body).expect("worker health").pid,
+        Outcome::Done {
+            status: 200, body, ..
+        } => parse_worker(&body).expect("worker health").pid,
         other => panic!("{other:?}"),
     };
     let blocked_at = Instant::now();
@@ -895,7 +292,7 @@ async fn stuck_worker_is_killed_and_replaced() {
     assert!(
         report.failures().is_empty(),
         "requests failed while a worker was stuck:\n{}",
-        describe_failures(&report)
+        report.describe_failures()
     );
     eprintln!("stuck worker replaced {replaced_after:?} after it blocked (timeout 2 s)");
 }
@@ -931,7 +328,7 @@ async fn max_requests_recycles_workers_with_jitter() {
     assert!(
         report.failures().is_empty(),
         "requests failed while recycling:\n{}",
-        describe_failures(&report)
+        report.describe_failures()
     );
     report.assert_counters_monotonic();
 
@@ -1081,7 +478,7 @@ async fn invalid_config_on_sighup_keeps_the_old_workers() {
                 .iter()
                 .all(|f| f.kind == Kind::NewConnection || f.conn_pid == Some(victim)),
         "{}",
-        describe_failures(&report)
+        report.describe_failures()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1111,7 +508,9 @@ async fn sigterm_completes_100_slow_requests_and_exits_zero() {
         );
         let mut sender = connect(addr).await.expect("connect");
         match exchange(&mut sender, Method::GET, "/health/worker", false).await {
-            Outcome::Done { status: 200, body } => {
+            Outcome::Done {
+                status: 200, body, ..
+            } => {
                 let h = parse_worker(&body).expect("worker health");
                 let conns = pinned.entry(h.pid).or_default();
                 if conns.len() < 50 {
@@ -1230,7 +629,9 @@ async fn malformed_control_message_replaces_the_worker() {
 
     let mut sender = connect(server.addr).await.expect("connect");
     let victim = match exchange(&mut sender, Method::GET, "/health/worker", false).await {
-        Outcome::Done { status: 200, body } => parse_worker(&body).expect("worker health").pid,
+        Outcome::Done {
+            status: 200, body, ..
+        } => parse_worker(&body).expect("worker health").pid,
         other => panic!("{other:?}"),
     };
     // The test-only route writes a frame that is not a valid message on the worker's control
@@ -1240,7 +641,7 @@ async fn malformed_control_message_replaces_the_worker() {
         | Outcome::Failed(_)
         | Outcome::Unsent(_)
         | Outcome::Closed(_) => {}
-        Outcome::Done { status, body } => {
+        Outcome::Done { status, body, .. } => {
             panic!("/debug/garbage-control answered {status} {body:?} (is the test route wired?)")
         }
     }
