@@ -19,6 +19,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use palisade::observe::{
     ObserveConfig, ObserveLayer, PrometheusExporter, RequestContextLayer, StatsRecorder,
+    TraceConfig,
 };
 use tower::{Layer, Service};
 
@@ -74,8 +75,13 @@ fn bench(c: &mut Criterion) {
     });
     let mut ctx = router().layer(RequestContextLayer::default());
     group.bench_function("request_context_only", |b| b.iter(|| call(&mut ctx)));
-    // With a JSON log subscriber: the INFO span is built, the DEBUG completion event filtered.
-    let mut logged = router().layer(observe(ObserveConfig::default()));
+    // With a JSON log subscriber at INFO and the span raised to INFO (it is DEBUG by default):
+    // the span is built and formatted, the DEBUG completion event filtered.
+    let span_at_info = ObserveConfig::builder()
+        .trace(TraceConfig::default().span_level(tracing::Level::INFO))
+        .build()
+        .unwrap();
+    let mut logged = router().layer(observe(span_at_info));
     let subscriber = tracing_subscriber::fmt()
         .json()
         .with_max_level(tracing::Level::INFO)
