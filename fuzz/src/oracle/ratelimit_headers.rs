@@ -391,6 +391,7 @@ fn check_response(case: &HeaderCase, limits: &[Limits], res: &Response<Bytes>, e
         is_subsequence(&lnames, &enforced_names),
         "{lnames:?} / {enforced_names:?}"
     );
+    assert_eq!(pnames, lnames, "a policy is in both lists or in neither");
 
     for item in &policy {
         let keys: Vec<&str> = item.params.iter().map(|(k, _)| k.as_str()).collect();

@@ -10,15 +10,10 @@ use std::convert::Infallible;
 use futures_util::FutureExt as _;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use palisade::observe::{
-    RequestContextConfig, RequestContextLayer, RequestId, TraceContext, TraceParent,
+    MAX_REQUEST_ID_LEN, MAX_TRACESTATE_LEN, RequestContextConfig, RequestContextLayer, RequestId,
+    TraceContext, TraceParent,
 };
 use tower::{Layer as _, Service as _, ServiceExt as _};
-
-/// The largest accepted `RequestContextConfig::max_len` (documented; the constant itself is not
-/// exported).
-const MAX_REQUEST_ID_LEN: usize = 1024;
-/// The longest propagated `tracestate` (documented; not exported).
-const MAX_TRACESTATE_LEN: usize = 4096;
 
 /// A request as it may arrive: any number of id, `traceparent` and `tracestate` values (raw
 /// bytes; those that are not valid header values are left out, as hyper would refuse them).

@@ -81,8 +81,9 @@ mod tests;
 
 pub use config::{ConfigError, ObserveConfig, ObserveConfigBuilder, TraceConfig};
 pub use context::{
-    RequestContext, RequestContextConfig, RequestContextConfigBuilder, RequestContextLayer,
-    RequestId, SpanId, TraceContext, TraceId, TraceParent,
+    MAX_REQUEST_ID_LEN, MAX_TRACESTATE_LEN, RequestContext, RequestContextConfig,
+    RequestContextConfigBuilder, RequestContextLayer, RequestId, SpanId, TraceContext, TraceId,
+    TraceParent, is_valid_request_id,
 };
 pub use future::ResponseFuture;
 pub use layer::{ObserveHandle, ObserveLayer};

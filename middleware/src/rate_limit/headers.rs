@@ -57,7 +57,8 @@ impl ListBuf {
     }
 
     /// Appends one item (with the `, ` separator); an item that does not fit is dropped whole.
-    fn push(&mut self, write: impl FnOnce(&mut &mut [u8]) -> std::io::Result<()>) {
+    /// Returns whether it was added.
+    fn push(&mut self, write: impl FnOnce(&mut &mut [u8]) -> std::io::Result<()>) -> bool {
         let start = self.len;
         let mut rest = &mut self.buf[start..];
         let before = rest.len();
@@ -66,6 +67,7 @@ impl ListBuf {
         if ok {
             self.len = start + (before - rest.len());
         }
+        ok
     }
 
     fn value(&self) -> Option<HeaderValue> {
@@ -111,21 +113,31 @@ impl HeaderAcc {
     }
 
     /// Adds one enforced policy's item and its current service limit.
+    ///
+    /// A policy is in both lists or in neither: when its item does not fit in one of them, it is
+    /// left out of the other too, so a client can pair the lists item by item.
     pub(crate) fn push(&mut self, name: &str, current: &Current, d: &Decision) {
-        self.policy
-            .push(|w| w.write_all(current.policy_item.as_bytes()));
+        let (policy_before, limit_before) = (self.policy.len, self.limit.len);
+        let t = ceil_secs(d.reset_after);
+        let both = self
+            .policy
+            .push(|w| w.write_all(current.policy_item.as_bytes()))
+            && self.limit.push(|w| {
+                write!(w, "\"{name}\";r={}", d.remaining)?;
+                if t > 0 {
+                    write!(w, ";t={t}")?;
+                }
+                Ok(())
+            });
+        if !both {
+            self.policy.len = policy_before;
+            self.limit.len = limit_before;
+            return;
+        }
         if self.count == 0 {
             self.first_policy.clone_from(&current.policy_value);
         }
         self.count += 1;
-        let t = ceil_secs(d.reset_after);
-        self.limit.push(|w| {
-            write!(w, "\"{name}\";r={}", d.remaining)?;
-            if t > 0 {
-                write!(w, ";t={t}")?;
-            }
-            Ok(())
-        });
     }
 
     /// The header values, if any policy was added.
@@ -234,5 +246,35 @@ mod tests {
         let p = p.to_str().unwrap();
         assert!(p.ends_with(";w=1"), "{p}");
         assert_eq!(p.matches(", ").count() + 1, p.matches(";q=1").count());
+    }
+
+    #[test]
+    fn a_policy_is_in_both_lists_or_in_neither() {
+        // Policy items are longer than limit items here, so the policy list fills first; with
+        // other limits the limit list does. Either way the lists pair up item by item.
+        for (rate, remaining) in [(4_000_000_000, 1), (1, 4_000_000_000)] {
+            let mut acc = HeaderAcc::new();
+            let d = Decision {
+                allowed: true,
+                remaining,
+                retry_after: Duration::ZERO,
+                reset_after: Duration::from_secs(7),
+            };
+            for i in 0..20 {
+                let name = format!("policy-{i:02}");
+                let current = Current::new(&name, limits(rate, Duration::from_secs(1)));
+                acc.push(&name, &current, &d);
+            }
+            let (p, l) = acc.values().unwrap();
+            let names = |v: &HeaderValue| -> Vec<String> {
+                v.to_str()
+                    .unwrap()
+                    .split(", ")
+                    .map(|item| item.split(';').next().unwrap().to_owned())
+                    .collect()
+            };
+            assert!(names(&p).len() < 20, "the lists overflowed: {p:?}");
+            assert_eq!(names(&p), names(&l), "{p:?} / {l:?}");
+        }
     }
 }
