@@ -20,6 +20,8 @@ mod l2_codec;
 mod ratelimit_headers;
 #[path = "../../fuzz/src/oracle/request_id.rs"]
 mod request_id;
+#[path = "../../fuzz/proptest/strategies.rs"]
+mod strategies;
 
 use std::time::Duration;
 
@@ -31,24 +33,7 @@ use serde_json::{Map, Value};
 
 // === strategies ===
 
-fn json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<u64>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        "\\PC{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 24, 4, |inner| {
-        prop_oneof![
-            vec(inner.clone(), 0..4).prop_map(Value::Array),
-            proptest::collection::btree_map("\\PC{0,8}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
+use strategies::json;
 
 fn interesting() -> impl Strategy<Value = Value> {
     proptest::sample::select(admin_patch::interesting_values())

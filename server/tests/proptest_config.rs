@@ -8,6 +8,8 @@
 mod config_loader;
 #[path = "../../fuzz/src/oracle/control_frame.rs"]
 mod control_frame;
+#[path = "../../fuzz/proptest/strategies.rs"]
+mod strategies;
 
 use palisade::control::model::StatusCounts;
 use palisade::control::{ComponentKind, ComponentSnapshot};
@@ -20,24 +22,7 @@ use config_loader::{SECTIONS, TOML_VALUES};
 
 // === strategies ===
 
-fn json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<u64>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        "\\PC{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 24, 4, |inner| {
-        prop_oneof![
-            vec(inner.clone(), 0..4).prop_map(Value::Array),
-            proptest::collection::btree_map("\\PC{0,8}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
+use strategies::json;
 
 fn finite() -> impl Strategy<Value = f64> {
     any::<f64>().prop_map(|f| if f.is_finite() { f } else { 0.0 })

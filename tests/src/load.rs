@@ -120,6 +120,28 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     eventually_async(timeout, POLL_INTERVAL, || ready(check())).await
 }
 
+/// Waits up to `timeout` for the supervisor `sup` to replace `victim`: the victim is gone from
+/// its workers and one not in `before` is there (and, with `count`, the supervisor has exactly
+/// that many workers). Returns the replacement.
+pub async fn replacement_for(
+    sup: u32,
+    before: &BTreeSet<u32>,
+    victim: u32,
+    count: Option<usize>,
+    timeout: Duration,
+) -> Option<u32> {
+    let mut replacement = None;
+    let replaced = eventually(timeout, || {
+        let now = workers_of(sup);
+        replacement = now.iter().copied().find(|p| !before.contains(p));
+        replacement.is_some()
+            && !now.contains(&victim)
+            && count.is_none_or(|count| now.len() == count)
+    })
+    .await;
+    replacement.filter(|_| replaced)
+}
+
 /// [`eventually`] for an async check, polled every `interval`.
 pub async fn eventually_async<C>(
     timeout: Duration,

@@ -7,24 +7,24 @@ use std::time::{Duration, Instant};
 
 use crate::{free_port, is_listening, wait_until};
 
+/// The `target/<profile>` directory of the running test: test executables live in its `deps`,
+/// binaries in it, examples in its `examples`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe.parent().expect("test executable directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target directory").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
 /// Path of the `palisade` binary built next to the running test (or `PALISADE_BIN`).
 pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("PALISADE_BIN") {
         return PathBuf::from(p);
     }
-    // Test executables live in target/<profile>/deps; binaries one level up.
-    let exe = std::env::current_exe().expect("current test executable");
-    let dir = exe
-        .parent()
-        .and_then(|d| {
-            if d.ends_with("deps") {
-                d.parent()
-            } else {
-                Some(d)
-            }
-        })
-        .expect("target directory");
-    let bin = dir.join("palisade");
+    let bin = profile_dir().join("palisade");
     assert!(
         bin.is_file(),
         "{} not found: build it first (cargo build -p palisade-server) or set PALISADE_BIN",

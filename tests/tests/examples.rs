@@ -20,19 +20,7 @@ fn examples_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("EXAMPLES_DIR") {
         return PathBuf::from(dir);
     }
-    // Test executables live in target/<profile>/deps; examples in target/<profile>/examples.
-    let exe = std::env::current_exe().expect("current test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| {
-            if d.ends_with("deps") {
-                d.parent()
-            } else {
-                Some(d)
-            }
-        })
-        .expect("target directory");
-    profile_dir.join("examples")
+    palisade_tests::server::profile_dir().join("examples")
 }
 
 fn example(name: &str) -> PathBuf {

@@ -19,8 +19,8 @@ use nix::sys::signal::Signal;
 use palisade_tests::http::Client;
 use palisade_tests::load::{
     BASE, CountsMonitor, Kind, Load, Outcome, Record, Sender, admin_counts, connect, eventually,
-    exchange, parse_worker, probe, status_of, supervisor, temp_dir, wait_all_serving, wait_serving,
-    workers_of,
+    exchange, parse_worker, probe, replacement_for, status_of, supervisor, temp_dir,
+    wait_all_serving, wait_serving, workers_of,
 };
 use palisade_tests::server::ServerProcess;
 use tokio::net::TcpStream;
@@ -61,17 +61,9 @@ async fn killed_worker_is_replaced_quickly_and_only_its_requests_fail() {
     palisade_tests::kill_pid(victim, Signal::SIGKILL);
     let signalled = Instant::now();
 
-    let mut replacement = None;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let now = workers_of(server.pid());
-            replacement = now.iter().copied().find(|p| !before.contains(p));
-            replacement.is_some() && !now.contains(&victim)
-        })
-        .await,
-        "no replacement for worker {victim}"
-    );
-    let replacement = replacement.expect("found above");
+    let replacement = replacement_for(server.pid(), &before, victim, None, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no replacement for worker {victim}"));
     assert!(
         wait_serving(server.addr, replacement, Duration::from_secs(10)).await,
         "replacement {replacement} never answered"
@@ -260,18 +252,10 @@ async fn stuck_worker_is_killed_and_replaced() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let load = Load::start_paced(server.addr, 0, 2, 0, Duration::from_millis(5));
 
-    let mut replacement = None;
-    assert!(
-        eventually(Duration::from_secs(12), || {
-            let now = workers_of(server.pid());
-            replacement = now.iter().copied().find(|p| !before.contains(p));
-            !now.contains(&victim) && replacement.is_some()
-        })
-        .await,
-        "blocked worker {victim} was not replaced"
-    );
+    let replacement = replacement_for(server.pid(), &before, victim, None, Duration::from_secs(12))
+        .await
+        .unwrap_or_else(|| panic!("blocked worker {victim} was not replaced"));
     let replaced_after = blocked_at.elapsed();
-    let replacement = replacement.expect("found above");
     // Silence is counted from the last heartbeat, which may precede the block by a heartbeat
     // interval (more on a loaded machine): well above 1 s means the timeout was honoured.
     assert!(
@@ -439,18 +423,14 @@ async fn invalid_config_on_sighup_keeps_the_old_workers() {
     // configuration the supervisor still holds, not the broken file.
     let victim = *before.iter().next().expect("a worker");
     palisade_tests::kill_pid(victim, Signal::SIGKILL);
-    let mut replacement = None;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let now = workers_of(sup);
-            replacement = now.iter().copied().find(|p| !before.contains(p));
-            now.len() == 2 && !now.contains(&victim)
-        })
-        .await,
-        "no replacement for {victim} after a refused reload: {:?}",
-        workers_of(sup)
-    );
-    let replacement = replacement.expect("found above");
+    let replacement = replacement_for(sup, &before, victim, Some(2), Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no replacement for {victim} after a refused reload: {:?}",
+                workers_of(sup)
+            )
+        });
     assert!(
         wait_serving(server.addr, replacement, Duration::from_secs(10)).await,
         "the replacement does not serve"
@@ -645,19 +625,10 @@ async fn malformed_control_message_replaces_the_worker() {
             panic!("/debug/garbage-control answered {status} {body:?} (is the test route wired?)")
         }
     }
-    let mut replacement = None;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let now = workers_of(sup);
-            replacement = now.iter().copied().find(|p| !before.contains(p));
-            now.len() == 2 && !now.contains(&victim)
-        })
-        .await,
-        "worker {victim} was not replaced: {:?}",
-        workers_of(sup)
-    );
+    let replacement = replacement_for(sup, &before, victim, Some(2), Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("worker {victim} was not replaced: {:?}", workers_of(sup)));
     assert!(server.try_wait().is_none(), "the supervisor died");
-    let replacement = replacement.expect("found above");
     assert!(wait_serving(server.addr, replacement, Duration::from_secs(10)).await);
     let others: BTreeSet<u32> = before.iter().copied().filter(|p| *p != victim).collect();
     assert!(
