@@ -146,5 +146,18 @@ pub mod observe;
 pub mod problem;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
 #[cfg(feature = "shutdown")]
 pub mod shutdown;
+#[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
+pub mod stack;
+
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub use self::serve::serve;
+#[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
+pub use self::stack::{Stack, StackLayer};

@@ -11,10 +11,10 @@ use crate::app;
 use crate::config::{self, Config, LogFormat, Overrides};
 use palisade::observe::PrometheusExporter;
 use palisade::rate_limit::{BuildContext, ShmZone};
-use palisade::shutdown::shutdown_signal;
 
 use crate::worker::WORKER_ENV;
-use crate::{admin, fd, serve, supervisor, worker};
+use crate::{admin, fd, supervisor, worker};
+use palisade::serve;
 
 /// Exit code for invalid configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -181,7 +181,7 @@ fn init_tracing(config: &Config) {
 /// Serves in this process until SIGTERM/SIGINT, then drains.
 async fn run_single(config: Config) -> std::io::Result<()> {
     let exporter = install_metrics();
-    let listener = serve::bind(&config.server)?;
+    let listener = serve::bind(&config.server.serve_config())?;
     let addr = serve::local_addr(&listener);
     let zones = app::create_zones(&config)?;
     let app = app::build(config.clone(), 0, &app::context(&zones), exporter.as_ref())
@@ -193,16 +193,12 @@ async fn run_single(config: Config) -> std::io::Result<()> {
             .map_or(admin::Metrics::None, admin::Metrics::Local);
         admin::spawn(&config, app.state.registry.clone(), backend, metrics).await?;
     }
-    tokio::spawn(shutdown_signal(app.state.drain.clone()));
     app.state.set_ready(true);
     tracing::info!(addr = ?addr, pid = std::process::id(), "palisade serving (single process)");
-    let report = serve::serve(
-        listener,
-        app.service,
-        &config.server,
-        app.state.drain.clone(),
-    )
-    .await?;
+    let report = serve::serve(tokio::net::TcpListener::from_std(listener)?, app.service)
+        .config(config.server.serve_config())
+        .drain(app.state.drain.clone())
+        .await?;
     tracing::info!(completed = report.completed, cut = report.cut, "drained");
     Ok(())
 }
@@ -270,7 +266,7 @@ async fn run_supervisor(config: Config, overrides: Overrides) -> std::io::Result
             listener.set_nonblocking(true)?;
             listener
         }
-        None => serve::bind(&config.server)?,
+        None => serve::bind(&config.server.serve_config())?,
     };
     let addr = serve::local_addr(&listener);
     tracing::info!(addr = ?addr, "listening");

@@ -281,6 +281,22 @@ impl ServerConfig {
         (self.keep_alive_timeout_secs > 0)
             .then(|| Duration::from_secs(self.keep_alive_timeout_secs))
     }
+
+    /// The accept loop's settings (`palisade::serve`).
+    pub fn serve_config(&self) -> palisade::serve::ServeConfig {
+        let mut serve = palisade::serve::ServeConfig::default();
+        serve.bind = self.bind;
+        serve.backlog = self.backlog;
+        serve.tcp_nodelay = self.tcp_nodelay;
+        serve.reuse_port = self.reuse_port;
+        serve.keep_alive_timeout = self.keep_alive_timeout();
+        serve.header_read_timeout = self.header_read_timeout();
+        serve.max_headers = self.max_headers;
+        serve.max_header_bytes = self.max_header_bytes;
+        serve.http2 = self.http2;
+        serve.max_connections = self.max_connections;
+        serve
+    }
 }
 
 impl ShutdownConfig {

@@ -14,6 +14,5 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod fd;
-pub mod serve;
 pub mod supervisor;
 pub mod worker;

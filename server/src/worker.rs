@@ -15,7 +15,7 @@ use crate::app::{App, AppState};
 use palisade::observe::PrometheusExporter;
 
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
-use crate::serve;
+use palisade::serve;
 
 /// Environment variable carrying the worker slot id; its presence makes `palisade` a worker.
 pub const WORKER_ENV: &str = "PALISADE_WORKER";
@@ -132,7 +132,12 @@ pub async fn run(
     state.set_ready(true);
     let _ = out_tx.send(WorkerMsg::Ready).await;
     tracing::info!(worker_id, pid = std::process::id(), "worker ready");
-    let report = serve::serve(listener, service, &config.server, state.drain.clone()).await?;
+    // The supervisor decides when to drain (over the control channel), so no signal handling.
+    let report = serve::serve(tokio::net::TcpListener::from_std(listener)?, service)
+        .config(config.server.serve_config())
+        .drain(state.drain.clone())
+        .with_signals(false)
+        .await?;
     tracing::info!(
         worker_id,
         pid = std::process::id(),

@@ -125,6 +125,8 @@ pub enum ConfigError {
 pub struct AdminConfig {
     pub(crate) tokens: Vec<Token>,
     pub(crate) backend: Arc<dyn AdminBackend>,
+    /// No backend was given: a [`Stack`](crate::Stack) may plug in one that knows its traffic.
+    pub(crate) default_backend: bool,
     pub(crate) stream_interval: Duration,
     pub(crate) keep_alive: Duration,
     pub(crate) body_limit: usize,
@@ -309,6 +311,7 @@ impl AdminConfigBuilder {
         }
         Ok(AdminConfig {
             tokens: self.tokens,
+            default_backend: self.backend.is_none(),
             backend: self
                 .backend
                 .unwrap_or_else(|| Arc::new(LocalBackend::new())),

@@ -259,3 +259,9 @@ impl Component for CacheHandle {
         &["invalidate", "invalidate_prefix", "flush"]
     }
 }
+
+impl crate::control::Handle for CacheHandle {
+    fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+        vec![(self.name(), Arc::new(self.clone()))]
+    }
+}

@@ -331,10 +331,17 @@ impl CircuitBreakerConfig {
         }
     }
 
-    /// [`consecutive_failures(5, 60 s)`](Self::consecutive_failures): the seed material's
-    /// `CircuitBreaker(failure_threshold=5, timeout=60)`.
-    pub fn seed() -> Self {
+    /// [`consecutive_failures(5, 60 s)`](Self::consecutive_failures): open after five failures in
+    /// a row, stay open for a minute, then let one probe through. The classic breaker of most
+    /// tutorials (Python's `CircuitBreaker(failure_threshold=5, timeout=60)`).
+    pub fn five_consecutive_failures() -> Self {
         Self::consecutive_failures(5, Duration::from_secs(60))
+    }
+
+    /// The former name of [`five_consecutive_failures`](Self::five_consecutive_failures).
+    #[deprecated(note = "use `CircuitBreakerConfig::five_consecutive_failures()`")]
+    pub fn seed() -> Self {
+        Self::five_consecutive_failures()
     }
 
     /// The breaker name (its `breaker` metrics label).

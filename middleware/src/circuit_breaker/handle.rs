@@ -371,3 +371,9 @@ impl Component for CircuitBreakerHandle {
         ACTIONS
     }
 }
+
+impl crate::control::Handle for CircuitBreakerHandle {
+    fn components(&self) -> Vec<(String, std::sync::Arc<dyn Component>)> {
+        vec![(self.name().to_owned(), std::sync::Arc::new(self.clone()))]
+    }
+}

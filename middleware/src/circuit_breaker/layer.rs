@@ -191,7 +191,7 @@ impl<Res, E> Mode<Res, E> for Outbound {
 /// use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 /// use tower::ServiceBuilder;
 ///
-/// let (layer, handle) = CircuitBreakerLayer::new(CircuitBreakerConfig::seed().with_name("api"));
+/// let (layer, handle) = CircuitBreakerLayer::new(CircuitBreakerConfig::five_consecutive_failures().with_name("api"));
 /// let svc = ServiceBuilder::new().layer(layer).service_fn(|_req: http::Request<()>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::new())))
 /// });
@@ -256,7 +256,7 @@ where
     /// use tower::{Layer, service_fn};
     ///
     /// let (by_path, _handle) = CircuitBreakerLayer::keyed(
-    ///     CircuitBreakerConfig::seed(),
+    ///     CircuitBreakerConfig::five_consecutive_failures(),
     ///     |req: &http::Request<()>| req.uri().path().to_owned(),
     /// );
     /// let svc = by_path.layer(service_fn(|_req: http::Request<()>| async {
@@ -289,7 +289,7 @@ impl CircuitBreakerLayer<HttpClassifier, Inbound, Keyed<ByHost, String>> {
     ///
     /// ```
     /// use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-    /// let (layer, handle) = CircuitBreakerLayer::by_host(CircuitBreakerConfig::seed());
+    /// let (layer, handle) = CircuitBreakerLayer::by_host(CircuitBreakerConfig::five_consecutive_failures());
     /// let layer = layer.outbound(); // refusals as typed errors for a client
     /// # let _ = (layer, handle);
     /// ```

@@ -79,7 +79,7 @@
 //! ```
 //! use palisade::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, Outcome};
 //!
-//! let breaker = CircuitBreaker::new(CircuitBreakerConfig::seed());
+//! let breaker = CircuitBreaker::new(CircuitBreakerConfig::five_consecutive_failures());
 //! match breaker.try_acquire() {
 //!     Ok(permit) => {
 //!         let reply_ok = true; // ... make the call ...

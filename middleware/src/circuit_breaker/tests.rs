@@ -24,7 +24,7 @@ fn record(b: &CircuitBreaker, outcome: Outcome) {
 
 #[tokio::test(start_paused = true)]
 async fn seed_preset_opens_after_five_consecutive_failures() {
-    let b = CircuitBreaker::new(CircuitBreakerConfig::seed());
+    let b = CircuitBreaker::new(CircuitBreakerConfig::five_consecutive_failures());
     for _ in 0..4 {
         record(&b, Outcome::Failure);
     }

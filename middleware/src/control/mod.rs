@@ -164,6 +164,15 @@ pub struct ComponentSnapshot {
     pub actions: Vec<String>,
 }
 
+/// A layer handle that knows the name(s) it is registered under, for [`Registry::add`].
+///
+/// Implemented by every Palisade handle: one component for a breaker or a cache, one per policy
+/// for a rate limiter.
+pub trait Handle {
+    /// `(name, component)` pairs to register.
+    fn components(&self) -> Vec<(String, Arc<dyn Component>)>;
+}
+
 /// Registering a second component under a name already taken.
 #[derive(Debug, thiserror::Error)]
 #[error("a {kind:?} component named `{name}` is already registered")]
@@ -211,6 +220,47 @@ impl Registry {
             return Err(DuplicateName { kind, name: key.1 });
         }
         map.insert(key, component);
+        Ok(())
+    }
+
+    /// Registers every component of a handle under the name it carries (a breaker's name, a
+    /// cache's name, one entry per rate-limit policy). All or nothing: when a name is taken,
+    /// nothing of `handle` is registered.
+    ///
+    /// ```
+    /// # #[cfg(feature = "circuit-breaker")] {
+    /// use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+    /// use palisade::control::Registry;
+    ///
+    /// let registry = Registry::new();
+    /// let (_layer, handle) =
+    ///     CircuitBreakerLayer::new(CircuitBreakerConfig::default().with_name("payments"));
+    /// registry.add(&handle).unwrap();
+    /// assert!(registry.get("payments").is_some());
+    /// assert!(registry.add(&handle).is_err());
+    /// # }
+    /// ```
+    pub fn add(&self, handle: &impl Handle) -> Result<(), DuplicateName> {
+        let components = handle.components();
+        let mut map = self.inner.write();
+        for (name, component) in &components {
+            let kind = component.kind();
+            let taken = map.contains_key(&(kind, name.clone()))
+                || components
+                    .iter()
+                    .filter(|(n, c)| n == name && c.kind() == kind)
+                    .count()
+                    > 1;
+            if taken {
+                return Err(DuplicateName {
+                    kind,
+                    name: name.clone(),
+                });
+            }
+        }
+        for (name, component) in components {
+            map.insert((component.kind(), name), component);
+        }
         Ok(())
     }
 

@@ -260,3 +260,15 @@ impl Component for PolicyHandle {
         &["purge_idle", "reset"]
     }
 }
+
+impl crate::control::Handle for RateLimitHandle {
+    fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+        RateLimitHandle::components(self)
+    }
+}
+
+impl crate::control::Handle for PolicyHandle {
+    fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+        vec![(self.name().to_owned(), Arc::new(self.clone()))]
+    }
+}

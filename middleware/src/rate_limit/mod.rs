@@ -136,6 +136,7 @@ pub use self::config::{
 pub use self::future::ResponseFuture;
 pub use self::gcra::{Decision, Gcra};
 pub use self::handle::{PolicyHandle, PolicyStats, RateLimitHandle};
+pub(crate) use self::key::peer_ip;
 pub use self::key::{
     ClientIpConfig, ForwardedHeader, KeyFn, KeySource, KeyValue, PeerAddr, RequestInfo,
 };

@@ -1,17 +1,52 @@
-//! The connection layer: the listening socket and the accept loop.
+//! Serving: a drain-aware accept loop for any HTTP service, with the client address attached.
 //!
-//! The listener is created once with socket2 (backlog, `SO_REUSEADDR`, optional `SO_REUSEPORT`).
-//! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1, and h2c when
-//! enabled) with a header-read timeout (slowloris), header count and size limits, and is
-//! registered with a [`GracefulShutdown`] watcher so a drain can close keep-alive connections
-//! (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY) and wait for in-flight requests.
+//! [`serve`] runs an axum `Router` (or any `Service<Request<Incoming>>`) on a listener and owns
+//! what a production accept loop needs, so the layers around the service get what they rely on:
+//!
+//! - **Connect info.** Every request carries the socket peer as axum's
+//!   `ConnectInfo<SocketAddr>` and as [`PeerAddr`](crate::rate_limit::PeerAddr), so client-IP
+//!   rate-limit keys work without `into_make_service_with_connect_info`.
+//! - **Graceful drain.** It stops accepting when the [`Drain`] says so, lets idle keep-alive
+//!   connections send one more request, closes the rest (HTTP/1.1 `Connection: close`, HTTP/2
+//!   GOAWAY), waits up to the drain's grace period and returns the [`DrainReport`].
+//! - **Signals.** Unless turned off ([`Serve::with_signals`]), the first SIGTERM/SIGINT starts
+//!   the drain and a second one exits at once ([`shutdown_signal`](crate::shutdown::shutdown_signal)).
+//! - **Connection hygiene** ([`ServeConfig`]): a header-read timeout that also covers the
+//!   HTTP/1-or-2 sniffing (slowloris), header count and size limits, a cap on open connections
+//!   that keeps descriptors free, `TCP_NODELAY`, HTTP/2 over cleartext next to HTTP/1.1.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use palisade::shutdown::{Drain, DrainConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let app = Router::new().route("/", get(|| async { "hello" }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let report = palisade::serve(listener, app)
+//!     .drain(Drain::new(DrainConfig::default()))
+//!     .await?;
+//! println!("{} requests completed during the drain, {} cut", report.completed, report.cut);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A [`Stack`](crate::Stack) user calls [`StackLayer::serve`](crate::stack::StackLayer::serve),
+//! which passes the stack's own drain.
 
+mod config;
+
+pub use self::config::ServeConfig;
+
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::convert::Infallible;
 
+use crate::shutdown::{Drain, DrainConfig, DrainReport};
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -19,25 +54,28 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use palisade::shutdown::{Drain, DrainReport};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt as _};
-
-use crate::config::ServerConfig;
 
 /// How long a draining worker waits for idle keep-alive (and accepted, unread) connections to
 /// send one more request before closing them.
 const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Creates the listening socket described by `config` (non-blocking, ready for tokio).
-pub fn bind(config: &ServerConfig) -> std::io::Result<std::net::TcpListener> {
+pub fn bind(config: &ServeConfig) -> std::io::Result<std::net::TcpListener> {
     let addr = config.bind;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if config.reuse_port {
+        #[cfg(unix)]
         socket.set_reuse_port(true)?;
+        #[cfg(not(unix))]
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "SO_REUSEPORT is only available on unix",
+        ));
     }
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
@@ -49,12 +87,113 @@ pub fn bind(config: &ServerConfig) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Serves `app` on `listener`: see the [module docs](self).
+///
+/// The returned [`Serve`] is a future (`.await` it) that can be configured first: the drain it
+/// follows ([`Serve::drain`]; by default a new one with [`DrainConfig::default`]), the connection
+/// settings ([`Serve::config`]) and whether it listens for termination signals
+/// ([`Serve::with_signals`]). It resolves once the drain is over, with its report.
+pub fn serve<S, B>(listener: TcpListener, app: S) -> Serve<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Serve {
+        listener,
+        app,
+        config: ServeConfig::default(),
+        drain: None,
+        signals: true,
+    }
+}
+
+/// A configured server; `.await` it to serve. Built by [`serve`].
+#[must_use = "a Serve does nothing until awaited"]
+pub struct Serve<S> {
+    listener: TcpListener,
+    app: S,
+    config: ServeConfig,
+    drain: Option<Drain>,
+    signals: bool,
+}
+
+impl<S> std::fmt::Debug for Serve<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener.local_addr().ok())
+            .field("config", &self.config)
+            .field("drain", &self.drain)
+            .field("signals", &self.signals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Serve<S> {
+    /// Follows `drain`: accept stops when it says so and the wait is bounded by its grace period.
+    /// Pass the drain whose [`DrainLayer`](crate::shutdown::DrainLayer) wraps the service, so
+    /// readiness, in-flight accounting and `Connection: close` agree with the accept loop.
+    pub fn drain(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// Connection settings (timeouts, limits, HTTP/2); [`ServeConfig::default`] otherwise.
+    pub fn config(mut self, config: ServeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Whether the first SIGTERM/SIGINT (Ctrl-C) starts the drain and a second one exits at once
+    /// (default `true`). Turn it off when something else decides when to drain, e.g. a
+    /// supervisor talking to its workers over a control channel.
+    pub fn with_signals(mut self, signals: bool) -> Self {
+        self.signals = signals;
+        self
+    }
+}
+
+impl<S, B> IntoFuture for Serve<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = std::io::Result<DrainReport>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let Self {
+            listener,
+            app,
+            config,
+            drain,
+            signals,
+        } = self;
+        let drain = drain.unwrap_or_else(|| Drain::new(DrainConfig::default()));
+        Box::pin(async move {
+            if signals {
+                tokio::spawn(crate::shutdown::shutdown_signal(drain.clone()));
+            }
+            accept_loop(listener, app, &config, drain).await
+        })
+    }
+}
+
 /// Serves `app` on `listener` until `drain` stops accepting, then waits (up to the drain's grace
 /// period) for in-flight requests and reports what completed and what was cut.
-pub async fn serve<S, B>(
-    listener: std::net::TcpListener,
+async fn accept_loop<S, B>(
+    listener: TcpListener,
     app: S,
-    config: &ServerConfig,
+    config: &ServeConfig,
     drain: Drain,
 ) -> std::io::Result<DrainReport>
 where
@@ -66,7 +205,6 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let listener = TcpListener::from_std(listener)?;
     let builder = Arc::new(connection_builder(config));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(connection_slots(config.max_connections)));
@@ -101,7 +239,7 @@ where
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
-        let stream = VersionDeadline::new(stream, config.header_read_timeout());
+        let stream = VersionDeadline::new(stream, config.header_read_timeout);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -138,14 +276,14 @@ where
 /// hyper's own HTTP/1 header-count limit when none is set.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+fn connection_builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     {
         let mut h1 = builder.http1();
         h1.timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout())
+            .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_bytes.max(8192))
-            .keep_alive(config.keep_alive_timeout().is_some());
+            .keep_alive(config.keep_alive_timeout.is_some());
         // hyper parses into an uninitialised inline array when no maximum is set; setting one,
         // even its default, makes it initialise an array of that size on every request.
         if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
@@ -156,7 +294,7 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         let mut h2 = builder.http2();
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
-        if let Some(idle) = config.keep_alive_timeout() {
+        if let Some(idle) = config.keep_alive_timeout {
             h2.keep_alive_interval(Some(idle / 2))
                 .keep_alive_timeout(Duration::from_secs(20));
         }
@@ -179,6 +317,7 @@ const FD_RESERVE: u64 = 256;
 /// Raises the soft open-file limit to the hard limit, as nginx's `worker_rlimit_nofile` and Go's
 /// runtime do: the usual soft default (1024) is far below what `server.max_connections` needs,
 /// and the hard limit is what the operator allowed. Worker processes inherit it.
+#[cfg(unix)]
 pub fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
@@ -193,6 +332,13 @@ pub fn raise_fd_limit() {
 /// The connection cap actually enforced: `max_connections`, lowered to what the open-file limit
 /// can hold (minus [`FD_RESERVE`]) so that a flood of connections waits in the backlog instead of
 /// failing `accept` with `EMFILE` and starving Redis and admin sockets.
+#[cfg(not(unix))]
+fn connection_slots(max_connections: usize) -> usize {
+    max_connections
+}
+
+/// See the other platforms' version; on unix the cap follows `RLIMIT_NOFILE`.
+#[cfg(unix)]
 fn connection_slots(max_connections: usize) -> usize {
     use nix::sys::resource::{Resource, getrlimit};
     let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {

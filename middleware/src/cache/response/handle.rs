@@ -39,6 +39,11 @@ impl ResponseCacheHandle {
         Self { shared }
     }
 
+    /// The cache's name (its `store.name`), under which it registers.
+    pub fn name(&self) -> String {
+        self.shared.config.load().store.name.clone()
+    }
+
     /// The current configuration.
     pub fn config(&self) -> Arc<ResponseCacheConfig> {
         self.shared.config.load_full()
@@ -184,5 +189,11 @@ impl Component for ResponseCacheHandle {
 
     fn actions(&self) -> &'static [&'static str] {
         &["invalidate_path", "invalidate_prefix", "flush"]
+    }
+}
+
+impl crate::control::Handle for ResponseCacheHandle {
+    fn components(&self) -> Vec<(String, Arc<dyn crate::control::Component>)> {
+        vec![(self.name(), Arc::new(self.clone()))]
     }
 }
