@@ -1,11 +1,11 @@
-//! Wrap an existing axum app in every Palisade layer, in a few lines, and watch it live.
+//! Wrap an existing axum app in every Palisade layer with one [`Stack`], and watch it live.
 //!
-//! The app (`existing_app`) knows nothing about Palisade. `main` adds, outermost first:
-//! request ids + tracing + metrics ([`ObserveLayer`]), graceful drain ([`Drain`]), a per-client
-//! rate limit ([`RateLimitLayer`]), an HTTP response cache ([`ResponseCacheLayer`]) and a circuit
-//! breaker ([`CircuitBreakerLayer`]). Every layer's handle goes into one [`Registry`], served by
-//! the admin router ([`palisade::admin`]) on a second, loopback-only port, so `palisade-top` can
-//! watch the app and change its limit at runtime:
+//! The app (`existing_app`) knows nothing about Palisade. `main` builds one [`Stack`] with a
+//! typed config per layer: request ids + tracing + metrics (observe), graceful drain, a
+//! per-client rate limit, one circuit breaker per route and an HTTP response cache. The stack
+//! fixes their order, registers every handle under its name, serves the admin API for them on a
+//! second, loopback-only port (so `palisade-top` can watch the app and change its limit at
+//! runtime), and serves the app with the client address attached and a graceful drain:
 //!
 //! ```text
 //! cargo run -p examples --example wrap_axum
@@ -21,12 +21,11 @@
 
 use std::error::Error;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Path};
-use axum::http::{Request, StatusCode, header};
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -34,15 +33,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use palisade::admin::{self, AdminConfig, LocalBackend};
+use palisade::Stack;
+use palisade::admin::{self, AdminConfig};
+use palisade::cache::ResponseCacheConfig;
 use palisade::cache::response::CACHE_STATUS;
-use palisade::cache::{ResponseCacheConfig, ResponseCacheLayer};
-use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-use palisade::control::Registry;
-use palisade::observe::{LogFormat, ObserveConfig, ObserveLayer, PrometheusExporter};
-use palisade::rate_limit::{PolicyConfig, RateLimitConfig, RateLimitLayer};
-use palisade::shutdown::{Drain, DrainConfig, shutdown_signal};
-use tower::ServiceBuilder;
+use palisade::circuit_breaker::CircuitBreakerConfig;
+use palisade::observe::{LogFormat, ObserveConfig, PrometheusExporter};
+use palisade::rate_limit::{PolicyConfig, RateLimitConfig};
+use palisade::shutdown::DrainConfig;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -73,64 +71,51 @@ async fn main() -> Result<(), BoxError> {
     // Install the metrics recorder before building the layers: they take their handles now.
     let exporter = PrometheusExporter::install()?;
 
-    // --- Palisade: build each layer with its handle, register the handles. ---
-    let registry = Registry::new();
-    let (observe, traffic) = ObserveLayer::new(ObserveConfig::default());
-    let drain = Drain::new(
-        DrainConfig::builder()
-            .delay(if smoke {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(2)
-            })
-            .grace(Duration::from_secs(30))
-            .build()?,
-    );
-    let (limits, limits_handle) = RateLimitLayer::new(
-        RateLimitConfig::builder()
-            .policy(
-                PolicyConfig::builder("api")
-                    .per_second(20)
-                    .burst(10)
-                    .paths(["/", "/users/*"]),
-            )
-            .build()?,
-    );
-    limits_handle.register(&registry)?;
-    let (cache, cache_handle) = ResponseCacheLayer::new(ResponseCacheConfig::default())?;
-    registry.register("responses", Arc::new(cache_handle))?;
-    // One breaker per route template, so a failing route does not take the others down.
-    let (breaker, breaker_handle) = CircuitBreakerLayer::keyed(
-        CircuitBreakerConfig::builder()
-            .name("routes")
-            .count_window(20)
-            .minimum_calls(10)
-            .failure_rate_threshold(50.0)
-            .wait_in_open(Duration::from_secs(5))
-            .build()?,
-        |req: &Request<Body>| {
-            req.extensions()
-                .get::<MatchedPath>()
-                .map_or_else(String::new, |p| p.as_str().to_owned())
-        },
-    );
-    registry.register("routes", Arc::new(breaker_handle))?;
+    // --- Palisade: one stack, a typed config per layer, each component named once. ---
+    let stack = Stack::new()
+        .drain(
+            DrainConfig::builder()
+                .delay(if smoke {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(2)
+                })
+                .grace(Duration::from_secs(30))
+                .build()?,
+        )
+        .observe(ObserveConfig::default())
+        .rate_limit(
+            RateLimitConfig::builder()
+                .exempt_path("/health/*")
+                .policy(
+                    PolicyConfig::builder("api")
+                        .per_second(20)
+                        .burst(10)
+                        .paths(["/", "/users/*"]),
+                )
+                .build()?,
+        )
+        // One breaker per route template, so a failing route does not take the others down.
+        .circuit_breaker_per_route(
+            CircuitBreakerConfig::builder()
+                .name("routes")
+                .count_window(20)
+                .minimum_calls(10)
+                .failure_rate_threshold(50.0)
+                .wait_in_open(Duration::from_secs(5))
+                .build()?,
+        )
+        .response_cache(ResponseCacheConfig::default())
+        .build()?;
 
-    let ready = drain.clone();
+    let drain = stack.drain().clone();
     let app = existing_app()
         .route(
             "/health/ready",
-            get(move || std::future::ready(ready.readiness::<Body>())),
+            get(move || std::future::ready(drain.readiness::<Body>())),
         )
         .route_service("/metrics", exporter.service())
-        .layer(
-            ServiceBuilder::new()
-                .layer(observe)
-                .layer(drain.layer())
-                .layer(limits)
-                .layer(cache)
-                .layer(breaker),
-        );
+        .layer(stack.clone());
     // --- That is all the wrapping; the rest is serving. ---
 
     let (public, admin_addr) = if smoke {
@@ -144,35 +129,22 @@ async fn main() -> Result<(), BoxError> {
     let admin_addr = admin_listener.local_addr()?;
 
     let token = admin::token::generate()?;
-    let admin_config = AdminConfig::builder()
-        .read_write_token("example", token.clone())
-        .backend(
-            LocalBackend::new()
-                .name("wrap_axum")
-                .listen(addr)
-                .traffic(move || traffic.traffic()),
-        )
-        .build()?;
-    let admin_router = admin::router(registry, admin_config);
+    let admin_router = stack.admin_router(
+        AdminConfig::builder()
+            .read_write_token("example", token.clone())
+            .build()?,
+    );
     tokio::spawn(async move { axum::serve(admin_listener, admin_router).await });
 
     println!("serving on http://{addr} (admin API on http://{admin_addr})");
     println!("watch it live: palisade-top --url http://{admin_addr} --token {token}");
 
-    tokio::spawn(shutdown_signal(drain.clone())); // SIGTERM / Ctrl-C start the drain
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(drain.accept_stopped());
-    let server = tokio::spawn({
-        let drain = drain.clone();
-        async move { drain.run(server).await }
-    });
+    // SIGTERM / Ctrl-C start the drain; every request carries the client address.
+    let server = tokio::spawn(stack.serve(listener, app).into_future());
 
     if smoke {
         smoke_test(addr, admin_addr, &token).await?;
-        drain.start(); // what the first SIGTERM or Ctrl-C does
+        stack.drain().start(); // what the first SIGTERM or Ctrl-C does
     }
     let report = server.await??;
     println!(

@@ -1,16 +1,17 @@
 //! The reference application: the seed API wrapped in every Palisade layer.
 //!
-//! Outermost first: drain (in-flight accounting, `Connection: close` while draining) → observe
-//! (request id, trace context, span, metrics, live stats) → body limit → rate limit → the router,
-//! with the `/names` response cache and the `/flaky` circuit breaker as route layers.
-//! `/metrics` serves this process's Prometheus exposition.
+//! The process-wide layers come from one public [`palisade::Stack`]: drain (in-flight
+//! accounting, `Connection: close` while draining) → observe (request id, trace context, span,
+//! metrics, live stats) → rate limit, around body limit → the router. The `/names` response
+//! cache and the `/flaky` circuit breaker are route layers built with the layers' own
+//! constructors; every handle is in the stack's registry. `/metrics` serves this process's
+//! Prometheus exposition.
 //!
-//! The process-wide layers wrap the router as one service ([`AppService`]) rather than going
-//! through `Router::layer`, which wraps every route in every layer and boxes a clone of each, a
-//! future and a body per layer and request (about 25 allocations per request with four layers).
-//! A [`RouteLayer`] inside the router tells observe the route template. Only when a rate-limit
-//! policy is keyed by route template (`key = "route"`) does the limiter run inside the router,
-//! after routing, where the template is known.
+//! The stack wraps the router as one service ([`AppService::Around`]) rather than going through
+//! `Router::layer`, which wraps every route and boxes a clone, a future and a body per layer and
+//! request. A [`RouteLayer`] inside the router tells observe the route template. Only when a
+//! rate-limit policy is keyed by route template (`key = "route"`) does the stack run inside the
+//! router ([`AppService::Inside`]), after routing, where the template is known.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,15 +22,13 @@ use palisade::cache::TwoLevelCache;
 use palisade::cache::response::ResponseCacheLayer;
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use palisade::control::Registry;
-use palisade::observe::{
-    Observe, ObserveConfig, ObserveHandle, ObserveLayer, PrometheusExporter, RouteLayer,
-};
-use palisade::rate_limit::RateLimit;
+use palisade::observe::{ObserveConfig, ObserveHandle, PrometheusExporter, RouteLayer};
 use palisade::rate_limit::{BuildContext, ShmZone, StoreSetting};
-use palisade::shutdown::DrainService;
-use palisade::shutdown::{Drain, DrainConfig};
-use tower::util::Either;
-use tower::{Layer as _, ServiceBuilder};
+use palisade::serve::ServeConfig;
+use palisade::shutdown::{Drain, DrainConfig, DrainReport};
+use palisade::stack::StackService;
+use palisade::{Stack, StackLayer};
+use tower::Layer as _;
 use tower_http::limit::RequestBodyLimit;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -81,18 +80,55 @@ pub struct RouteLayers {
     pub flaky_breaker: CircuitBreakerLayer,
 }
 
-/// The service every request goes through: the router inside the process-wide layers. The rate
-/// limiter is `Left` around the router, or `Right` (inside the router, after routing) when a
-/// policy is keyed by route template.
-pub type AppService = DrainService<Observe<RequestBodyLimit<Either<RateLimit<Router>, Router>>>>;
+/// The service every request goes through: the router inside the stack.
+#[derive(Debug, Clone)]
+pub enum AppService {
+    /// The stack around the body limit and the router (the usual case).
+    Around(StackService<RequestBodyLimit<Router>>),
+    /// The stack inside the router (`Router::layer`), after routing: a rate-limit policy keys
+    /// by route template.
+    Inside(Router),
+}
 
 /// One process's application: its state and its service.
 #[derive(Debug)]
 pub struct App {
     /// Shared state.
     pub state: Arc<AppState>,
+    /// The stack the service is wrapped in (registry, drain, handles).
+    pub stack: StackLayer,
     /// The full application, layers included.
     pub service: AppService,
+}
+
+impl App {
+    /// Serves the application on `listener` with `palisade::serve`, following the stack's
+    /// drain; `signals`: whether SIGTERM/SIGINT start the drain (not in a worker, whose
+    /// supervisor decides).
+    pub async fn serve(
+        self,
+        listener: std::net::TcpListener,
+        config: ServeConfig,
+        signals: bool,
+    ) -> std::io::Result<DrainReport> {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        match self.service {
+            AppService::Around(service) => {
+                self.stack
+                    .serve(listener, service)
+                    .config(config)
+                    .with_signals(signals)
+                    .await
+            }
+            AppService::Inside(router) => {
+                self.stack
+                    .serve(listener, router)
+                    .config(config)
+                    .with_signals(signals)
+                    .await
+            }
+        }
+    }
 }
 
 /// Why the application could not be built (a configuration problem: exit 64).
@@ -112,42 +148,43 @@ pub fn build(
     ctx: &BuildContext,
     exporter: Option<&PrometheusExporter>,
 ) -> Result<App, BuildError> {
-    let registry = Registry::new();
-    let (observe_layer, observe) = ObserveLayer::new(ObserveConfig::default());
-    let drain = Drain::new(
-        DrainConfig::builder()
-            .delay(config.shutdown.drain_delay())
-            .grace(config.shutdown.graceful_timeout())
-            .build()
-            .map_err(|e| err("shutdown")(&e))?,
-    );
-
-    let (limit_layer, limits) = config
+    let rate_limit = config
         .rate_limit
-        .layer(ctx)
+        .config(ctx)
         .map_err(|e| err("rate_limit")(&e))?;
-    limits
-        .register(&registry)
-        .map_err(|e| err("rate_limit")(&e))?;
+    let stack = Stack::new()
+        .drain(
+            DrainConfig::builder()
+                .delay(config.shutdown.drain_delay())
+                .grace(config.shutdown.graceful_timeout())
+                .build()
+                .map_err(|e| err("shutdown")(&e))?,
+        )
+        .observe(ObserveConfig::default())
+        .rate_limit(rate_limit)
+        .build()
+        .map_err(|e| err("stack")(&e))?;
+    let registry = stack.registry().clone();
+    let drain = stack.drain().clone();
+    let observe = stack
+        .observe()
+        .cloned()
+        .ok_or_else(|| BuildError("observe: not in the stack".to_owned()))?;
 
     config.cache.validate().map_err(|e| err("cache")(&e))?;
     let users_cache =
         TwoLevelCache::new(config.cache.users_config()).map_err(|e| err("cache.users")(&e))?;
     registry
-        .register("users", Arc::new(users_cache.handle()))
+        .add(&users_cache.handle())
         .map_err(|e| err("cache.users")(&e))?;
     let (names_cache, names) =
         ResponseCacheLayer::new(config.cache.names_config()).map_err(|e| err("cache.names")(&e))?;
-    registry
-        .register("names", Arc::new(names))
-        .map_err(|e| err("cache.names")(&e))?;
+    registry.add(&names).map_err(|e| err("cache.names")(&e))?;
 
     let breaker = CircuitBreakerConfig::from_settings("flaky", config.breaker.clone())
         .map_err(|e| err("breaker")(&e))?;
     let (flaky_breaker, flaky) = CircuitBreakerLayer::new(breaker);
-    registry
-        .register("flaky", Arc::new(flaky))
-        .map_err(|e| err("breaker")(&e))?;
+    registry.add(&flaky).map_err(|e| err("breaker")(&e))?;
 
     let body_limit = config.server.body_limit_bytes;
     let state = Arc::new(AppState {
@@ -171,17 +208,20 @@ pub fn build(
         routes = routes.route_service("/metrics", exporter.service());
     }
     let routes = routes.route_layer(RouteLayer);
-    let inner = if state.config.rate_limit.keys_by_route() {
-        Either::Right(routes.route_layer(limit_layer))
+    let service = if state.config.rate_limit.keys_by_route() {
+        AppService::Inside(
+            routes
+                .layer(RequestBodyLimitLayer::new(body_limit))
+                .layer(stack.clone()),
+        )
     } else {
-        Either::Left(limit_layer.layer(routes))
+        AppService::Around(stack.layer(RequestBodyLimit::new(routes, body_limit)))
     };
-    let service = ServiceBuilder::new()
-        .layer(drain.layer())
-        .layer(observe_layer)
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .service(inner);
-    Ok(App { state, service })
+    Ok(App {
+        state,
+        stack,
+        service,
+    })
 }
 
 /// Creates one shared-memory zone per `store = "shm"` rate-limit policy (the supervisor does

@@ -195,9 +195,8 @@ async fn run_single(config: Config) -> std::io::Result<()> {
     }
     app.state.set_ready(true);
     tracing::info!(addr = ?addr, pid = std::process::id(), "palisade serving (single process)");
-    let report = serve::serve(tokio::net::TcpListener::from_std(listener)?, app.service)
-        .config(config.server.serve_config())
-        .drain(app.state.drain.clone())
+    let report = app
+        .serve(listener, config.server.serve_config(), true)
         .await?;
     tracing::info!(completed = report.completed, cut = report.cut, "drained");
     Ok(())

@@ -15,7 +15,6 @@ use crate::app::{App, AppState};
 use palisade::observe::PrometheusExporter;
 
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
-use palisade::serve;
 
 /// Environment variable carrying the worker slot id; its presence makes `palisade` a worker.
 pub const WORKER_ENV: &str = "PALISADE_WORKER";
@@ -26,7 +25,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     control: std::os::unix::net::UnixStream,
 ) -> std::io::Result<()> {
-    let App { state, service } = app;
+    let state = Arc::clone(&app.state);
     let config = state.config.clone();
     let worker_id = state.worker_id;
     let parent = nix::unistd::getppid();
@@ -133,10 +132,8 @@ pub async fn run(
     let _ = out_tx.send(WorkerMsg::Ready).await;
     tracing::info!(worker_id, pid = std::process::id(), "worker ready");
     // The supervisor decides when to drain (over the control channel), so no signal handling.
-    let report = serve::serve(tokio::net::TcpListener::from_std(listener)?, service)
-        .config(config.server.serve_config())
-        .drain(state.drain.clone())
-        .with_signals(false)
+    let report = app
+        .serve(listener, config.server.serve_config(), false)
         .await?;
     tracing::info!(
         worker_id,

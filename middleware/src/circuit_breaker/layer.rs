@@ -80,6 +80,24 @@ impl<B> KeyFn<Request<B>> for ByHost {
     }
 }
 
+/// Keys HTTP requests by axum route template (`MatchedPath`, e.g. `/users/{id}`), so a failing
+/// route does not open the breaker of the others; requests outside a route share the key
+/// `<unmatched>`. Use it inside a `Router` (`Router::layer`), where the template is known.
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByRoute;
+
+#[cfg(feature = "axum")]
+impl<B> KeyFn<Request<B>> for ByRoute {
+    type Key = String;
+    fn key(&self, req: &Request<B>) -> String {
+        req.extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned())
+    }
+}
+
 /// One breaker per request key; see [`CircuitBreakerLayer::keyed`].
 pub struct Keyed<F, K> {
     breakers: KeyedCircuitBreaker<K>,

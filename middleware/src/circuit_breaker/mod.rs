@@ -112,6 +112,8 @@ pub use error::{CallError, CircuitOpen};
 pub use future::ResponseFuture;
 pub use handle::CircuitBreakerHandle;
 pub use keyed::KeyedCircuitBreaker;
+#[cfg(feature = "axum")]
+pub use layer::ByRoute;
 pub use layer::{
     ByHost, CircuitBreakerLayer, Inbound, KeyFn, Keyed, Mode, Outbound, SelectBreaker,
 };

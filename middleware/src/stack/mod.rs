@@ -16,7 +16,8 @@
 //! 2. **observe** ([`Stack::observe`]): request id, trace context, span, metrics, live latency.
 //!    It sees every refusal made further in.
 //! 3. **rate limit** ([`Stack::rate_limit`]): refusing early spends nothing.
-//! 4. **circuit breaker** ([`Stack::circuit_breaker`]): an open breaker answers `503` before
+//! 4. **circuit breaker** ([`Stack::circuit_breaker`], or
+//!    [`Stack::circuit_breaker_per_route`]): an open breaker answers `503` before
 //!    the cache or the service is asked; what reaches the service is what it judges.
 //! 5. **response cache** ([`Stack::response_cache`]): hits answer here, misses go on.
 //! 6. *(timeouts and load shedding join here, next to the service)*
@@ -107,7 +108,10 @@ use tower::util::Either;
 use crate::admin::{AdminConfig, LocalBackend};
 use crate::cache::ResponseCacheLayer;
 use crate::cache::response::{ResponseCacheConfig, ResponseCacheHandle};
-use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer};
+use crate::circuit_breaker::{
+    ByRoute, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer,
+    CircuitBreakerService, HttpClassifier, Inbound, Keyed, KeyedCircuitBreaker,
+};
 use crate::control::{ComponentKind, Handle, Registry};
 use crate::observe::{ObserveConfig, ObserveHandle, ObserveLayer};
 use crate::rate_limit::{KeySource, RateLimitConfig, RateLimitHandle, RateLimitLayer};
@@ -130,7 +134,7 @@ pub struct Stack {
     drain: DrainConfig,
     observe: Option<ObserveConfig>,
     rate_limit: Option<RateLimitConfig>,
-    circuit_breaker: Option<CircuitBreakerConfig>,
+    circuit_breaker: Option<(CircuitBreakerConfig, BreakerScope)>,
     response_cache: Option<ResponseCacheConfig>,
     // Timeouts and load shedding: their configs join here, and their layers between the response
     // cache and the service (see `StackLayer::layer`).
@@ -160,9 +164,18 @@ impl Stack {
         self
     }
 
-    /// A circuit breaker for the whole service, registered under the config's name.
+    /// One circuit breaker for the whole service, registered under the config's name.
     pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
-        self.circuit_breaker = Some(config);
+        self.circuit_breaker = Some((config, BreakerScope::Service));
+        self
+    }
+
+    /// One circuit breaker per route template ([`ByRoute`]), so a failing route does not open
+    /// the breaker of the others; registered (all keys in one component) under the config's
+    /// name. Replaces [`circuit_breaker`](Self::circuit_breaker). The stack must run inside the
+    /// `Router` (`Router::layer`), where the route template is known.
+    pub fn circuit_breaker_per_route(mut self, config: CircuitBreakerConfig) -> Self {
+        self.circuit_breaker = Some((config, BreakerScope::PerRoute));
         self
     }
 
@@ -191,7 +204,20 @@ impl Stack {
         let observe = self.observe.map(ObserveLayer::new);
         let needs_peer = self.rate_limit.as_ref().is_some_and(needs_peer);
         let rate_limit = self.rate_limit.map(RateLimitLayer::new);
-        let circuit_breaker = self.circuit_breaker.map(CircuitBreakerLayer::new);
+        let circuit_breaker = self.circuit_breaker.map(|(config, scope)| match scope {
+            BreakerScope::Service => {
+                let (layer, handle) = CircuitBreakerLayer::new(config);
+                (Either::Left(layer), handle)
+            }
+            BreakerScope::PerRoute => {
+                let breakers = KeyedCircuitBreaker::new(config);
+                let handle = breakers.handle();
+                (
+                    Either::Right(CircuitBreakerLayer::from_keyed(breakers, ByRoute)),
+                    handle,
+                )
+            }
+        });
         let response_cache = self
             .response_cache
             .map(ResponseCacheLayer::new)
@@ -249,6 +275,19 @@ impl Stack {
     }
 }
 
+/// Where a stack's breaker applies.
+#[derive(Debug, Clone, Copy)]
+enum BreakerScope {
+    Service,
+    PerRoute,
+}
+
+/// The breaker layer of a stack: one breaker, or one per route.
+pub(crate) type BreakerLayer = Either<
+    CircuitBreakerLayer,
+    CircuitBreakerLayer<HttpClassifier, Inbound, Keyed<ByRoute, String>>,
+>;
+
 /// Object-safe view of [`Handle`] for the all-names-first check.
 trait HandleRef {
     fn parts(&self) -> Vec<(String, Arc<dyn crate::control::Component>)>;
@@ -278,7 +317,7 @@ pub(crate) struct Parts {
     pub(crate) rate_limit: Option<(RateLimitLayer, RateLimitHandle)>,
     /// A rate-limit policy keys by client IP (or exempts client networks).
     pub(crate) needs_peer: bool,
-    pub(crate) circuit_breaker: Option<(CircuitBreakerLayer, CircuitBreakerHandle)>,
+    pub(crate) circuit_breaker: Option<(BreakerLayer, CircuitBreakerHandle)>,
     pub(crate) response_cache: Option<(ResponseCacheLayer, ResponseCacheHandle)>,
     /// The missing-peer error was logged (once per stack).
     pub(crate) warned_no_peer: AtomicBool,
@@ -424,7 +463,10 @@ impl StackLayer {
 pub(crate) type Chain<S> = crate::shutdown::DrainService<Either<Observed<S>, Limited<S>>>;
 type Observed<S> = crate::observe::Observe<Limited<S>>;
 type Limited<S> = Either<crate::rate_limit::RateLimit<Broken<S>>, Broken<S>>;
-type Broken<S> = Either<crate::circuit_breaker::CircuitBreakerService<Cached<S>>, Cached<S>>;
+type Broken<S> = Either<Either<OneBreaker<S>, RouteBreakers<S>>, Cached<S>>;
+type OneBreaker<S> = CircuitBreakerService<Cached<S>>;
+type RouteBreakers<S> =
+    CircuitBreakerService<Cached<S>, HttpClassifier, Inbound, Keyed<ByRoute, String>>;
 // Timeouts and load shedding: their `Either`s go between `Cached` and `S`.
 type Cached<S> = Either<crate::cache::response::ResponseCache<S>, slot::Uncached<S>>;
 
@@ -445,7 +487,10 @@ impl Parts {
             None => Either::Right(slot::Uncached::new(inner)),
         };
         let broken = match &self.circuit_breaker {
-            Some((layer, _)) => Either::Left(layer.layer(cached)),
+            Some((Either::Left(one), _)) => Either::Left(Either::Left(one.layer(cached))),
+            Some((Either::Right(per_route), _)) => {
+                Either::Left(Either::Right(per_route.layer(cached)))
+            }
             None => Either::Right(cached),
         };
         let limited = match &self.rate_limit {
