@@ -4,81 +4,71 @@
 //! two-level caching, graceful drain, tracing and metrics. They work on any `tower::Service`
 //! over `http::Request`: an axum `Router`, a hyper `service_fn`, an HTTP client.
 //!
-//! Every layer is built as a pair `(layer, handle)`. The layer goes into your service stack;
-//! every clone of it, and every service it builds, shares one state, so the per-request clones
-//! axum makes never reset a limit or a breaker window. The handle reads live statistics and
-//! changes settings at runtime without losing state: raising a rate limit keeps what each
-//! client has used, resizing a cache keeps its entries. Handles register in a
-//! [`control::Registry`], which the [`admin`](crate#features) router serves over HTTP, so the
-//! `palisade-top` dashboard and scripts can watch and tune any service built with this crate.
+//! Users meet Palisade through [`Stack`]: a builder that takes a typed configuration for each
+//! layer you want, puts the layers in the one correct order, registers each layer's runtime
+//! *handle* under its name in a [`control::Registry`], and yields one `tower::Layer`. The same
+//! stack serves its admin router ([`StackLayer::admin_router`]) and the wrapped app, with client
+//! addresses, graceful drain and signals ([`StackLayer::serve`]).
+//!
+//! The handles read live statistics and change settings at runtime without losing state:
+//! raising a rate limit keeps what each client has used, resizing a cache keeps its entries.
+//! Every clone of a layer, and every service it builds, shares one state, so the per-request
+//! clones axum makes never reset a limit or a breaker window. The admin router serves the
+//! registry over HTTP, so the `palisade-top` dashboard and scripts can watch and tune any
+//! service built with this crate. The individual layers stay available (each module below) for
+//! those who compose their own stack.
 //!
 //! ## Quick start
 //!
-//! An existing axum app, wrapped in every layer, with its handles registered for the admin API:
+//! An existing axum app, wrapped in every layer, one request through it, and a runtime change
+//! through the registry, exactly what the admin API does:
 //!
 //! ```
-//! # #[cfg(all(feature = "rate-limit", feature = "circuit-breaker", feature = "cache",
-//! #     feature = "shutdown", feature = "observe", feature = "admin"))]
+//! # #[cfg(feature = "stack")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
 //! use axum::{Router, body::Body, routing::get};
-//! use palisade::cache::{ResponseCacheConfig, ResponseCacheLayer};
-//! use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-//! use palisade::control::Registry;
-//! use palisade::observe::{ObserveConfig, ObserveLayer};
-//! use palisade::rate_limit::{PeerAddr, PolicyConfig, RateLimitConfig, RateLimitLayer};
-//! use palisade::shutdown::{Drain, DrainConfig};
-//! use tower::{ServiceBuilder, ServiceExt};
+//! use palisade::Stack;
+//! use palisade::cache::ResponseCacheConfig;
+//! use palisade::circuit_breaker::CircuitBreakerConfig;
+//! use palisade::observe::ObserveConfig;
+//! use palisade::rate_limit::{PeerAddr, PolicyConfig, RateLimitConfig};
+//! use tower::ServiceExt;
 //!
-//! // Each layer with its handle; the handles go into one registry.
-//! let registry = Registry::new();
-//! let (observe, observe_handle) = ObserveLayer::new(ObserveConfig::default());
-//! let drain = Drain::new(DrainConfig::default());
-//! let (limit, limit_handle) = RateLimitLayer::new(
-//!     RateLimitConfig::builder()
-//!         .exempt_path("/health/*")
-//!         .policy(PolicyConfig::builder("api").per_second(100).burst(20))
-//!         .build()?,
-//! );
-//! limit_handle.register(&registry)?;
-//! let (cache, cache_handle) = ResponseCacheLayer::new(ResponseCacheConfig::default())?;
-//! registry.register("responses", Arc::new(cache_handle))?;
-//! let (breaker, breaker_handle) =
-//!     CircuitBreakerLayer::new(CircuitBreakerConfig::seed().with_name("app"));
-//! registry.register("app", Arc::new(breaker_handle))?;
+//! let stack = Stack::new()
+//!     .observe(ObserveConfig::default())
+//!     .rate_limit(
+//!         RateLimitConfig::builder()
+//!             .exempt_path("/health/*")
+//!             .policy(PolicyConfig::builder("api").per_second(100).burst(20))
+//!             .build()?,
+//!     )
+//!     .circuit_breaker(CircuitBreakerConfig::five_consecutive_failures().with_name("app"))
+//!     .response_cache(ResponseCacheConfig::default())
+//!     .build()?;
+//! let app = Router::new().route("/", get(|| async { "hello" })).layer(stack.clone());
 //!
-//! // The existing router, wrapped: outermost layer first.
-//! let app = Router::new().route("/", get(|| async { "hello" })).layer(
-//!     ServiceBuilder::new()
-//!         .layer(observe)
-//!         .layer(drain.layer())
-//!         .layer(limit)
-//!         .layer(cache)
-//!         .layer(breaker),
-//! );
-//!
-//! // Serve it with `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`
-//! // and the admin API with `axum::serve(admin_listener, palisade::admin::router(registry, ..))`.
-//! // Here one request goes through in process; `PeerAddr` stands in for the socket peer.
+//! // Serve it with `stack.serve(listener, app).await?` and the admin API with
+//! // `axum::serve(admin_listener, stack.admin_router(admin_config))`. Here one request goes
+//! // through in process; `PeerAddr` stands in for the socket peer `serve` attaches.
 //! let mut req = http::Request::get("/").body(Body::empty())?;
 //! req.extensions_mut().insert(PeerAddr("192.0.2.1:5000".parse()?));
 //! let res = app.clone().oneshot(req).await?;
 //! assert_eq!(res.status(), 200);
 //! assert!(res.headers().contains_key("x-request-id"));
 //! assert_eq!(res.headers()["ratelimit-policy"], "\"api\";q=100;w=1");
-//! assert_eq!(observe_handle.traffic().requests_total, 1);
+//! assert_eq!(stack.observe().map(|o| o.traffic().requests_total), Some(1));
 //!
 //! // A runtime change, exactly what `PUT /admin/v1/limits/api {"burst": 50}` does.
-//! let api = registry.get("api").expect("registered");
+//! let api = stack.registry().get("api").expect("registered");
 //! api.apply(&serde_json::json!({ "burst": 50 }), false).expect("a valid change");
-//! assert_eq!(limit_handle.policy("api").expect("a policy").limits().burst, 50);
+//! let limits = stack.rate_limit().and_then(|l| l.policy("api")).map(|p| p.limits().burst);
+//! assert_eq!(limits, Some(50));
 //! // Invalid changes are refused with reasons and change nothing.
 //! assert!(api.apply(&serde_json::json!({ "burst": 0 }), false).is_err());
 //! # Ok(())
 //! # }
-//! # #[cfg(not(all(feature = "rate-limit", feature = "circuit-breaker", feature = "cache",
-//! #     feature = "shutdown", feature = "observe", feature = "admin")))]
+//! # #[cfg(not(feature = "stack"))]
 //! # fn main() {}
 //! ```
 //!
@@ -92,12 +82,15 @@
 //! | `circuit_breaker` | `CircuitBreakerLayer`                  | `CircuitBreakerHandle` | resilience4j semantics, keyed per route or host; inbound 503 or outbound `CallError` |
 //! | `cache`           | `TwoLevelCache`, `ResponseCacheLayer`  | `CacheHandle`, `ResponseCacheHandle` | moka L1 + Redis L2, single flight, fail-safe, pub/sub invalidation; RFC 9111 response cache with `Cache-Status` |
 //! | `admin`           | `admin::router`                        | (serves the registry)  | authenticated JSON API: snapshots, SSE stream, `PUT` with `If-Match`, actions, audit log |
+//! | `stack`           | `StackLayer` (from `Stack::build`)     | all of the above       | every layer in the right order from one builder, one registry, admin router, serve helper |
+//! | `serve`           | `serve()`                              | (follows a `Drain`)    | accept loop with connect info, graceful drain, signals, header timeouts, connection cap |
 //!
-//! Recommended order, outermost first: observe, drain, rate limit, response cache, circuit
-//! breaker. Observe first sees every refusal; the drain layer's body type cannot carry a
-//! refusal, so it stays outside the layers that make them; refusing early (rate limit) spends
-//! nothing. Inside an axum `Router` (`Router::layer`) the layers run after routing and know the
-//! route template.
+//! The order, outermost first, as [`Stack`] fixes it: drain, observe, rate limit, circuit
+//! breaker, response cache, then the service. The drain sees every request (and its body type
+//! cannot carry a refusal, so it stays outside the layers that make them); observe sees every
+//! refusal; refusing early (rate limit) spends nothing; an open breaker answers before the cache
+//! or the service is asked. Inside an axum `Router` (`Router::layer`) the layers run after
+//! routing and know the route template. Composing layers by hand, keep the same order.
 //!
 //! ## Refusals are responses
 //!
@@ -112,7 +105,8 @@
 //!
 //! In the repository: `docs/layers.md` (each layer's semantics, headers, metrics, failure
 //! policies and runtime settings), `docs/admin-api.md` and `docs/openapi.json` (the admin API),
-//! `docs/configuration.md` (the reference server's settings), and runnable programs in
+//! `docs/configuration.md` (the reference server's settings), `docs/migrating-to-stack.md` (from
+//! per-layer constructors to the stack), and runnable programs in
 //! `examples/examples/` (`cargo run -p examples --example wrap_axum`).
 //!
 //! ## Features
@@ -126,6 +120,8 @@
 //! | `shutdown`        | graceful drain coordinator                                   |
 //! | `observe`         | request ids, trace context, spans, metrics, live histograms  |
 //! | `admin`           | the admin HTTP router over the control registry              |
+//! | `serve`           | the drain-aware accept loop (`palisade::serve`)              |
+//! | `stack`           | `palisade::Stack` (needs every layer, `admin` and `serve`)   |
 //!
 //! All are on by default; Redis is only *used* when configured.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -133,6 +129,11 @@
 
 #[macro_use]
 mod macros;
+
+/// The README's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "stack"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 
 #[cfg(feature = "admin")]
 pub mod admin;
