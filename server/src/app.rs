@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::settings::rate_limit::{BuildContext, StoreSetting};
 use axum::Router;
 use palisade::cache::TwoLevelCache;
 use palisade::cache::response::ResponseCacheLayer;
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use palisade::control::Registry;
 use palisade::observe::{ObserveConfig, ObserveHandle, PrometheusExporter, RouteLayer};
-use palisade::rate_limit::{BuildContext, ShmZone, StoreSetting};
+use palisade::rate_limit::ShmZone;
 use palisade::serve::ServeConfig;
 use palisade::shutdown::{Drain, DrainConfig, DrainReport};
 use palisade::stack::StackService;

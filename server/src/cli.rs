@@ -9,8 +9,9 @@ use toml::Value;
 
 use crate::app;
 use crate::config::{self, Config, LogFormat, Overrides};
+use crate::settings::rate_limit::BuildContext;
 use palisade::observe::PrometheusExporter;
-use palisade::rate_limit::{BuildContext, ShmZone};
+use palisade::rate_limit::ShmZone;
 
 use crate::worker::WORKER_ENV;
 use crate::{admin, fd, supervisor, worker};

@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use palisade::cache::CacheSettings;
+use crate::settings::cache::CacheSettings;
+use crate::settings::rate_limit::{BuildContext, RateLimitSettings, StoreSetting};
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerSettings};
-use palisade::rate_limit::{BuildContext, RateLimitSettings, StoreSetting};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 

@@ -14,5 +14,6 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod fd;
+pub mod settings;
 pub mod supervisor;
 pub mod worker;

@@ -74,7 +74,6 @@ mod handle;
 #[cfg(feature = "redis")]
 mod l2;
 pub mod response;
-mod settings;
 mod stats;
 mod two_level;
 
@@ -82,7 +81,6 @@ pub use config::{CacheConfig, CacheConfigBuilder, ConfigError, EvictionPolicy, R
 pub use entry::{CacheError, CacheKey, CachedEntry};
 pub use handle::CacheHandle;
 pub use response::{ResponseCacheConfig, ResponseCacheHandle, ResponseCacheLayer};
-pub use settings::CacheSettings;
 pub use stats::{
     BackplaneStats, CacheStats, L1Stats, L2Stats, LoadStats, METRIC_BACKPLANE, METRIC_CORRUPT,
     METRIC_ENTRIES, METRIC_EVICTIONS, METRIC_HITS, METRIC_L1_BYTES, METRIC_L2_ERRORS,

@@ -121,7 +121,6 @@ mod key;
 mod layer;
 pub mod metrics;
 mod service;
-mod settings;
 mod state;
 mod store;
 mod table;
@@ -142,9 +141,6 @@ pub use self::key::{
 };
 pub use self::layer::RateLimitLayer;
 pub use self::service::{QUOTA_EXCEEDED, RateLimit};
-pub use self::settings::{
-    BuildContext, KeySetting, PolicySettings, RateLimitSettings, RedisSettings, StoreSetting,
-};
 pub use self::store::{Check, DecisionFuture, LocalStore, ShmStore, ShmZone, Store, StoreStats};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -672,69 +672,6 @@ async fn component_registers_reports_and_runs_actions() {
 }
 
 #[test]
-fn toml_settings_build_a_layer() {
-    let settings: RateLimitSettings = toml::from_str(
-        r#"
-        trusted_proxies = ["10.0.0.0/8"]
-        exempt_paths = ["/health/*", "/metrics"]
-        headers = "rejected"
-
-        [[policy]]
-        name = "api"
-        rate = 100
-        per = "1s"
-        burst = 20
-        paths = ["/api/*"]
-        methods = ["get", "POST"]
-
-        [[policy]]
-        name = "keys"
-        rate = 10
-        per_secs = 60
-        key = { header = "x-api-key" }
-        mode = "shadow"
-        max_keys = 7000
-        "#,
-    )
-    .unwrap();
-    let (_layer, handle) = settings.layer(&BuildContext::new()).unwrap();
-    let keys = handle.policy("keys").unwrap();
-    assert_eq!(
-        keys.limits(),
-        Limits {
-            rate: 10,
-            per: Duration::from_secs(60),
-            burst: 10,
-            mode: Mode::Shadow,
-        }
-    );
-    assert_eq!(keys.stats().store_stats.capacity, 7000);
-    assert_eq!(keys.stats().key, "header:x-api-key");
-
-    let bad: Result<RateLimitSettings, _> =
-        toml::from_str("[[policy]]\nname = \"a\"\nrate = 1\nwindow = 2");
-    assert!(bad.unwrap_err().to_string().contains("unknown field"));
-    let shm: RateLimitSettings =
-        toml::from_str("[[policy]]\nname = \"a\"\nrate = 1\nstore = \"shm\"").unwrap();
-    assert_eq!(
-        shm.config(&BuildContext::new()).unwrap_err(),
-        ConfigError::NoShmZone("a".into())
-    );
-    let zone = ShmZone::create_memfd("settings", 70).unwrap();
-    assert!(
-        shm.config(&BuildContext::new().with_shm_zone("a", zone))
-            .is_ok()
-    );
-    let zero: RateLimitSettings = toml::from_str("[[policy]]\nname = \"a\"\nrate = 0").unwrap();
-    assert!(
-        zero.config(&BuildContext::new())
-            .unwrap_err()
-            .to_string()
-            .contains("rate")
-    );
-}
-
-#[test]
 fn shm_policies_share_state_between_layers() {
     let zone = ShmZone::create_memfd("layers", 700).unwrap();
     let worker_zone = ShmZone::attach(zone.inheritable_fd().unwrap()).unwrap();

@@ -53,7 +53,7 @@ const _: () = assert!(HEADER_LEN % std::mem::align_of::<Set>() == 0);
 /// descriptor ([`inheritable_fd`](Self::inheritable_fd)) or the path; workers
 /// [`attach`](Self::attach) to it and use it with
 /// [`PolicyBuilder::shm`](crate::rate_limit::PolicyBuilder::shm) (or
-/// [`BuildContext::with_shm_zone`](crate::rate_limit::BuildContext::with_shm_zone)). All
+/// the reference server's `BuildContext::with_shm_zone`). All
 /// processes then share the policy's buckets: N workers × any traffic = one limit (nginx
 /// `limit_req_zone`, which also binds one rate to one zone). A zone is bound to the first policy
 /// name that uses it; another name is refused.

@@ -2,17 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{
-    CacheConfig, ConfigError, EvictionPolicy, RedisConfig, deserialize_over_default,
-};
-use super::response::ResponseCacheConfig;
+use palisade::cache::{CacheConfig, ConfigError, EvictionPolicy, RedisConfig, ResponseCacheConfig};
 
 /// The caches of the reference server, as one `[cache]` table: user lookups through a
-/// [`TwoLevelCache`](super::TwoLevelCache) and `/names` through the
-/// [`ResponseCacheLayer`](super::ResponseCacheLayer). Every field has a default.
+/// [`TwoLevelCache`](palisade::cache::TwoLevelCache) and `/names` through the
+/// [`ResponseCacheLayer`](palisade::cache::ResponseCacheLayer). Every field has a default.
 ///
 /// ```
-/// use palisade::cache::CacheSettings;
+/// use palisade_server::settings::cache::CacheSettings;
 /// let s: CacheSettings = serde_json::from_value(serde_json::json!({
 ///     "redis_url": "redis://127.0.0.1:6379/",
 ///     "users": { "ttl_ms": 10000 },
@@ -116,4 +113,23 @@ impl CacheSettings {
         self.users_config().validate()?;
         self.names_config().validate()
     }
+}
+
+/// Deserializes a partial document over `T::default()`, so a nested table that is only partly
+/// given keeps the *parent's* defaults for the rest (serde's `default` would take the nested
+/// type's own `Default`, e.g. lose a nested cache's name and namespace).
+fn deserialize_over_default<'de, D, T, F>(d: D, finish: F) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Serialize,
+    F: FnOnce(serde_json::Value) -> Result<T, serde_json::Error>,
+{
+    use serde::de::Error as _;
+    let patch = serde_json::Value::deserialize(d)?;
+    if !patch.is_object() {
+        return Err(D::Error::custom("expected a table of settings"));
+    }
+    let mut doc = serde_json::to_value(T::default()).map_err(D::Error::custom)?;
+    palisade::control::merge_json(&mut doc, &patch);
+    finish(doc).map_err(D::Error::custom)
 }

@@ -1,4 +1,5 @@
-//! Serde settings for configuration files: the `[rate_limit]` table of the reference server.
+//! The `[rate_limit]` table of the reference server's configuration file, and how it becomes a
+//! [`RateLimitConfig`].
 //!
 //! ```toml
 //! [rate_limit]
@@ -36,16 +37,11 @@ use http::{HeaderName, Method};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::config::{
-    ConfigError, DEFAULT_MAX_KEYS, FailureMode, HeaderMode, Limits, Mode, PolicyConfig,
-    RateLimitConfig, StoreChoice,
+use palisade::rate_limit::{
+    ConfigError, DEFAULT_MAX_KEYS, FailureMode, ForwardedHeader, HeaderMode, KeySource, Limits,
+    Mode, PolicyConfig, RateLimitConfig, RateLimitHandle, RateLimitLayer, RedisOptions, RedisStore,
+    ShmZone, StoreChoice,
 };
-use super::handle::RateLimitHandle;
-use super::key::{ForwardedHeader, KeySource};
-use super::layer::RateLimitLayer;
-use super::store::ShmZone;
-#[cfg(feature = "redis")]
-use super::store::{RedisOptions, RedisStore};
 
 fn default_ipv6_prefix() -> u8 {
     64
@@ -115,7 +111,7 @@ pub struct RedisSettings {
     /// `redis://host:port/db`.
     pub url: String,
     /// Per-call timeout (default 50 ms); a slower answer counts as a failure.
-    #[serde(default = "default_timeout", with = "super::duration")]
+    #[serde(default = "default_timeout", with = "crate::settings::duration")]
     pub timeout: Duration,
     /// Key prefix (default `palisade:rl:`); keys are `<prefix><policy>:<key>`.
     #[serde(default = "default_prefix")]
@@ -159,7 +155,11 @@ pub struct PolicySettings {
     /// Cells replenished per `per`.
     pub rate: u32,
     /// Replenishment period (default `1s`); `per_secs` is an alias taking seconds.
-    #[serde(default = "default_per", with = "super::duration", alias = "per_secs")]
+    #[serde(
+        default = "default_per",
+        with = "crate::settings::duration",
+        alias = "per_secs"
+    )]
     pub per: Duration,
     /// Cells that may be taken at once (default: `rate`).
     #[serde(default)]
@@ -195,8 +195,6 @@ pub struct BuildContext {
     /// supervisor, one per policy).
     pub shm_zones: HashMap<String, Arc<ShmZone>>,
     /// A Redis store to use instead of connecting to `[rate_limit.redis]`.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub redis: Option<RedisStore>,
 }
 
@@ -214,8 +212,6 @@ impl BuildContext {
     }
 
     /// With a Redis store.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     #[must_use]
     pub fn with_redis(mut self, redis: RedisStore) -> Self {
         self.redis = Some(redis);
@@ -241,17 +237,14 @@ impl RateLimitSettings {
 
     /// Builds and validates the layer configuration.
     pub fn config(&self, ctx: &BuildContext) -> Result<RateLimitConfig, ConfigError> {
-        #[cfg(feature = "redis")]
         let mut redis = ctx.redis.clone();
-        #[cfg(feature = "redis")]
         if redis.is_none() {
             if let Some(r) = &self.redis {
-                let store = RedisStore::new(RedisOptions {
-                    timeout: r.timeout,
-                    prefix: r.prefix.clone(),
-                    ..RedisOptions::new(&r.url)
-                })
-                .map_err(|e| invalid("redis.url", &r.url, e.to_string()))?;
+                let mut options = RedisOptions::new(&r.url);
+                options.timeout = r.timeout;
+                options.prefix.clone_from(&r.prefix);
+                let store = RedisStore::new(options)
+                    .map_err(|e| invalid("redis.url", &r.url, e.to_string()))?;
                 redis = Some(store);
             }
         }
@@ -291,7 +284,6 @@ impl RateLimitSettings {
                         .cloned()
                         .ok_or_else(|| ConfigError::NoShmZone(p.name.clone()))?,
                 ),
-                #[cfg(feature = "redis")]
                 StoreSetting::Redis => StoreChoice::Redis {
                     store: redis
                         .clone()
@@ -299,8 +291,6 @@ impl RateLimitSettings {
                     failure_mode: p.failure_mode,
                     fallback_max_keys: max_keys,
                 },
-                #[cfg(not(feature = "redis"))]
-                StoreSetting::Redis => return Err(ConfigError::NoRedis(p.name.clone())),
             };
             builder = builder.policy(
                 PolicyConfig::builder(p.name.clone())
@@ -322,7 +312,7 @@ impl RateLimitSettings {
     /// Builds the layer and its handle.
     ///
     /// ```
-    /// use palisade::rate_limit::{BuildContext, RateLimitSettings};
+    /// use palisade_server::settings::rate_limit::{BuildContext, RateLimitSettings};
     ///
     /// let settings: RateLimitSettings = toml::from_str(r#"
     ///     exempt_paths = ["/health/*"]
@@ -341,5 +331,77 @@ impl RateLimitSettings {
         ctx: &BuildContext,
     ) -> Result<(RateLimitLayer, RateLimitHandle), ConfigError> {
         Ok(RateLimitLayer::new(self.config(ctx)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use palisade::rate_limit::{ConfigError, Limits, Mode, ShmZone};
+
+    use super::*;
+
+    #[test]
+    fn toml_settings_build_a_layer() {
+        let settings: RateLimitSettings = toml::from_str(
+            r#"
+            trusted_proxies = ["10.0.0.0/8"]
+            exempt_paths = ["/health/*", "/metrics"]
+            headers = "rejected"
+
+            [[policy]]
+            name = "api"
+            rate = 100
+            per = "1s"
+            burst = 20
+            paths = ["/api/*"]
+            methods = ["get", "POST"]
+
+            [[policy]]
+            name = "keys"
+            rate = 10
+            per_secs = 60
+            key = { header = "x-api-key" }
+            mode = "shadow"
+            max_keys = 7000
+            "#,
+        )
+        .unwrap();
+        let (_layer, handle) = settings.layer(&BuildContext::new()).unwrap();
+        let keys = handle.policy("keys").unwrap();
+        assert_eq!(
+            keys.limits(),
+            Limits {
+                rate: 10,
+                per: Duration::from_secs(60),
+                burst: 10,
+                mode: Mode::Shadow,
+            }
+        );
+        assert_eq!(keys.stats().store_stats.capacity, 7000);
+        assert_eq!(keys.stats().key, "header:x-api-key");
+
+        let bad: Result<RateLimitSettings, _> =
+            toml::from_str("[[policy]]\nname = \"a\"\nrate = 1\nwindow = 2");
+        assert!(bad.unwrap_err().to_string().contains("unknown field"));
+        let shm: RateLimitSettings =
+            toml::from_str("[[policy]]\nname = \"a\"\nrate = 1\nstore = \"shm\"").unwrap();
+        assert_eq!(
+            shm.config(&BuildContext::new()).unwrap_err(),
+            ConfigError::NoShmZone("a".into())
+        );
+        let zone = ShmZone::create_memfd("settings", 70).unwrap();
+        assert!(
+            shm.config(&BuildContext::new().with_shm_zone("a", zone))
+                .is_ok()
+        );
+        let zero: RateLimitSettings = toml::from_str("[[policy]]\nname = \"a\"\nrate = 0").unwrap();
+        assert!(
+            zero.config(&BuildContext::new())
+                .unwrap_err()
+                .to_string()
+                .contains("rate")
+        );
     }
 }
