@@ -195,7 +195,7 @@ pub fn build(
         worker_id,
         started: Instant::now(),
         registry,
-        drain: drain.clone(),
+        drain,
         observe,
         exporter: exporter.cloned(),
         ready: AtomicBool::new(false),

@@ -225,7 +225,7 @@ impl Drain {
 
     /// The layer counting in-flight requests and closing keep-alive connections while draining.
     pub fn layer(&self) -> DrainLayer {
-        DrainLayer::new(self.shared.clone())
+        DrainLayer::from_shared(self.shared.clone())
     }
 
     /// Counts a unit of work (not an HTTP request: those are counted by the layer) as in flight.

@@ -22,7 +22,22 @@ pub struct DrainLayer {
 }
 
 impl DrainLayer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    /// A layer with its [`Drain`](super::Drain) coordinator (the handle: readiness, in-flight
+    /// count, start), like every other layer's `new`. Same as
+    /// [`Drain::new`](super::Drain::new) then [`Drain::layer`](super::Drain::layer).
+    ///
+    /// ```
+    /// use palisade::shutdown::{DrainConfig, DrainLayer};
+    /// let (layer, drain) = DrainLayer::new(DrainConfig::default());
+    /// assert!(drain.is_ready());
+    /// # let _ = layer;
+    /// ```
+    pub fn new(config: super::DrainConfig) -> (Self, super::Drain) {
+        let drain = super::Drain::new(config);
+        (drain.layer(), drain)
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 }

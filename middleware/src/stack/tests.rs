@@ -114,8 +114,10 @@ async fn a_name_clash_fails_the_build_and_registers_nothing() {
 
 #[tokio::test]
 async fn an_invalid_cache_config_is_a_typed_error() {
-    let mut config = ResponseCacheConfig::default();
-    config.cache_status_name = "not a token".to_owned();
+    let config = ResponseCacheConfig {
+        cache_status_name: "not a token".to_owned(),
+        ..ResponseCacheConfig::default()
+    };
     let err = Stack::new().response_cache(config).build().unwrap_err();
     assert!(matches!(err, StackError::ResponseCache(_)), "{err}");
     assert!(err.to_string().starts_with("response_cache: "), "{err}");
@@ -376,4 +378,45 @@ async fn serve_attaches_the_peer_and_ends_with_the_drain() {
     stack.drain().start_with_delay(Duration::ZERO);
     let report = server.await.unwrap().unwrap();
     assert_eq!(report.cut, 0);
+}
+
+#[tokio::test]
+async fn per_route_breakers_keep_healthy_routes_open() {
+    let stack = Stack::new()
+        .circuit_breaker_per_route(
+            CircuitBreakerConfig::consecutive_failures(2, Duration::from_secs(60))
+                .with_name("routes"),
+        )
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/fails",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .route("/users/{id}", get(|| async { "ok" }))
+        .layer(stack.clone());
+    let statuses = async |path: &str, n: usize| {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(
+                app.clone()
+                    .oneshot(get_from(path, "192.0.2.1:1"))
+                    .await
+                    .unwrap()
+                    .status(),
+            );
+        }
+        out
+    };
+    assert_eq!(statuses("/fails", 3).await, [500, 500, 503]);
+    assert_eq!(statuses("/users/1", 1).await, [200]);
+    assert_eq!(statuses("/users/2", 1).await, [200]);
+    let names: Vec<_> = stack
+        .registry()
+        .snapshot()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["routes"]);
 }
