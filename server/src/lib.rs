@@ -14,6 +14,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod fd;
+pub mod log_limit;
 pub mod serve;
 pub mod supervisor;
 pub mod worker;
