@@ -274,7 +274,7 @@ impl HostCheck {
             None => host.rsplit_once(':').map_or(host, |(name, _)| name),
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if name == "localhost" || self.allowed.iter().any(|h| *h == name) {
+        if name == "localhost" || self.allowed.contains(&name) {
             return true;
         }
         match name.parse::<std::net::IpAddr>() {

@@ -11,6 +11,10 @@
 //!   running), then a rolling restart: for each worker, start a new one, wait for Ready, drain the
 //!   old. The listener is shared by all workers, so no connection is refused meanwhile.
 //! - **SIGTTIN / SIGTTOU** → one worker more / less. **SIGUSR1** → reopen log files.
+//! - **Bounded**: never more than `workers.max` workers (four per CPU by default, at most
+//!   1024), at most `workers.max_starting` starting at once; one lifecycle operation (admin
+//!   scale, restart or drain, SIGHUP reload) at a time, the admin API answering 409 meanwhile
+//!   from the shared [`Lifecycle`] slot without waiting for this loop.
 //! - **SIGTERM / SIGINT** → readiness 503 everywhere, after `shutdown.drain_delay_ms` the listener
 //!   closes, in-flight requests finish within `shutdown.graceful_timeout_secs`; exit 0. A second
 //!   signal kills the workers and exits at once.
@@ -863,37 +867,30 @@ impl Supervisor {
         }
     }
 
-    /// SIGHUP, SIGTTIN and SIGTTOU: lifecycle operations like the admin API's, one at a time.
-    /// A reload waits for the running operation; a scale signal that arrives meanwhile is
-    /// dropped with a warning, as the admin API would answer 409.
+    /// SIGHUP, SIGTTIN and SIGTTOU. A reload (and its rolling restart) is a lifecycle operation
+    /// like the admin API's: it waits for a running one to end. SIGTTIN and SIGTTOU act at once
+    /// (they are the operator's own, one worker at a time), within `workers.max` and paced like
+    /// any scale-up.
     fn on_signal_operation(&mut self, which: &'static str) {
         if self.shutting_down.is_some() {
             return;
         }
-        let (kind, detail) = match which {
-            "reload" => ("reload", "SIGHUP reload and rolling restart".to_owned()),
-            "scale_up" => ("scale", format!("SIGTTIN scale to {}", self.target + 1)),
-            _ => (
-                "scale",
-                format!("SIGTTOU scale to {}", self.target.saturating_sub(1).max(1)),
-            ),
-        };
-        let claimed = self.lifecycle.lock().claim(kind, detail);
-        if let Err(running) = claimed {
-            if which == "reload" {
-                if !self.reload_pending {
-                    tracing::info!(%running, "SIGHUP: reload deferred until the running operation ends");
-                }
-                self.reload_pending = true;
-            } else {
-                tracing::warn!(%running, signal = which, "signal ignored");
-            }
-            return;
-        }
         match which {
             "reload" => {
+                let claimed = self
+                    .lifecycle
+                    .lock()
+                    .claim("reload", "SIGHUP reload and rolling restart".to_owned());
+                if let Err(running) = claimed {
+                    if !self.reload_pending {
+                        tracing::info!(%running, "SIGHUP: reload deferred until the running operation ends");
+                    }
+                    self.reload_pending = true;
+                    return;
+                }
                 self.reload_pending = false;
                 self.reload();
+                self.acknowledge_operation(true);
             }
             "scale_up" if self.target >= self.config.max_workers() => {
                 tracing::warn!(
@@ -901,13 +898,10 @@ impl Supervisor {
                     max = self.config.max_workers(),
                     "SIGTTIN ignored: already at workers.max"
                 );
-                self.acknowledge_operation(false);
-                return;
             }
             "scale_up" => self.scale(self.target + 1),
             _ => self.scale(self.target.saturating_sub(1).max(1)),
         }
-        self.acknowledge_operation(true);
     }
 
     fn start_rolling_restart(&mut self) -> usize {

@@ -592,7 +592,7 @@ fn a_readable_token_file_is_refused_unless_allowed() {
         .spawn_at(
             SocketAddr::from(([127, 0, 0, 1], free_port())),
             SocketAddr::from(([127, 0, 0, 1], free_port())),
-            token.clone(),
+            token,
         );
     assert_eq!(server.admin_token(), "0123456789abcdef0123456789abcdef");
     drop(server);
