@@ -652,7 +652,6 @@ async fn the_admin_api_matches_its_openapi_document_under_property_based_fuzzing
             "--report-dir",
         ])
         .arg(&dir)
-        .args(["--generation-database", "none"])
         .current_dir(&dir)
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
