@@ -55,8 +55,9 @@ D = {
     "server.body_limit_bytes": "Largest request body; more answer `413` before the handler runs.",
     "server.http2": "Also serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1.",
     "server.max_connections": "Most open client connections per process; more wait in the backlog.",
+    "server.body_read_timeout_ms": "Close a connection whose request body sends nothing for this long while the handler waits for it; the request answers `408` (`Connection: close`). Measured between reads, like nginx's `client_body_timeout`, so a slow but steady upload is not cut.",
     # workers
-    "workers.count": "Worker processes; 0 means one per CPU (at most 1024).",
+    "workers.count": "Worker processes; 0 means one per CPU (at most `workers.max`).",
     "workers.single_process": "Serve in this process, without a supervisor or workers.",
     "workers.threads": "Runtime threads per worker; 0 means one per CPU in single-process mode and one per worker under the supervisor.",
     "workers.heartbeat_interval_ms": "How often workers report to the supervisor.",
@@ -67,6 +68,8 @@ D = {
     "workers.max_age_secs": "Recycle a worker after this many seconds (up to 10 % jitter added); 0 never.",
     "workers.max_rss_mb": "Recycle a worker whose resident memory exceeds this many MiB; 0 never.",
     "workers.restart_backoff_max_ms": "Longest wait between restarts of a crashing worker (the backoff doubles up to this).",
+    "workers.max": "Most worker processes, whichever way more are asked for: `workers.count` above it is a configuration error, `POST /admin/v1/workers/scale` above it answers `400`, SIGTTIN at it is ignored. 0 means four per CPU; at most 1024.",
+    "workers.max_starting": "Most workers starting (spawned, not ready yet) at once; a scale-up or crash restarts start the rest as these become ready, so a large scale-up cannot flood the machine into startup timeouts. 0 means one per CPU.",
     # shutdown
     "shutdown.drain_delay_ms": "After a drain starts, `/health/ready` answers 503 for this long before the listener stops accepting, so load balancers notice.",
     "shutdown.graceful_timeout_secs": "Longest a drain waits for in-flight requests (after accept stopped) before cutting them; at least 1.",
@@ -76,6 +79,12 @@ D = {
     "admin.token_file": "File holding the read-write bearer token; created (mode 0600) when missing. Unset: `$XDG_STATE_HOME/palisade/admin.token` (or `~/.local/state/palisade/admin.token`), where `palisade-top` looks too.",
     "admin.read_only_token_file": "File holding a read-only bearer token (`GET` only; changes get `403`), for dashboards and monitoring; created (mode 0600) when missing. Unset: no read-only token.",
     "admin.allow_non_loopback": "Permit binding the admin API to a non-loopback address (serve it behind TLS then).",
+    "admin.allowed_hosts": "Host names the admin listener answers besides `localhost` and its bind address (any IP address when bound to `0.0.0.0`/`::`); other `Host` headers get `421`, which defeats DNS rebinding from a browser. `[\"*\"]` accepts any.",
+    "admin.metrics_public": "Serve `GET /metrics` on the admin port without a token. By default it needs the read-write or read-only token, like every admin route (see operations.md for a Prometheus scrape config with a bearer token).",
+    "admin.allow_readable_token_file": "Start even when the read-write token file can be read by group or others. By default the server refuses to start and asks for `chmod 600`.",
+    "admin.header_read_timeout_ms": "Close an admin connection whose request head has not fully arrived within this time (also the idle time of a keep-alive connection).",
+    "admin.body_read_timeout_ms": "Close an admin connection whose request body sends nothing for this long; the request answers `408`.",
+    "admin.max_connections": "Most open admin connections (streams included); more wait in the backlog.",
     # log
     "log.format": "`compact` (one line per event), `pretty` (multi-line) or `json` (one object per line). Logs go to stderr.",
     "log.level": "A `tracing` filter such as `info` or `palisade=debug,info`; `RUST_LOG` overrides it.",

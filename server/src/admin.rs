@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use palisade::admin::{self, AdminBackend, AdminConfig, Applied, BackendError, LocalBackend};
 use palisade::control::model::{ServerInfo, Traffic, WorkerInfo};
@@ -33,8 +33,8 @@ pub fn token_path(config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("palisade-admin.token"))
 }
 
-/// What `GET /metrics` on the admin port serves (no token, like any Prometheus target; the
-/// admin port is loopback-only unless `admin.allow_non_loopback`).
+/// What `GET /metrics` on the admin port serves: behind the admin tokens (read-only is enough)
+/// unless `admin.metrics_public`.
 #[derive(Debug, Clone)]
 pub enum Metrics {
     /// This process's exposition (single-process mode).
@@ -64,7 +64,14 @@ impl Metrics {
     }
 }
 
-/// Binds the admin listener and serves the admin API, and `/metrics`, in the background.
+/// Binds the admin listener and serves the admin API, and `/metrics`, on a thread of its own
+/// (its own event loop), so nothing the supervisor or the workers' event loop does can hold
+/// the admin plane back.
+///
+/// The listener has its own header and body read timeouts and connection cap
+/// (`admin.header_read_timeout_ms`, `admin.body_read_timeout_ms`, `admin.max_connections`),
+/// answers only the `Host`s of [`HostCheck`], and refuses to start with a read-write token file
+/// that other users can read unless `admin.allow_readable_token_file`.
 pub async fn spawn(
     config: &Config,
     registry: Registry,
@@ -72,6 +79,7 @@ pub async fn spawn(
     metrics: Metrics,
 ) -> std::io::Result<SocketAddr> {
     let path = token_path(config);
+    check_token_file(&path, config.admin.allow_readable_token_file)?;
     let (secret, origin) = admin::token::ensure(&path)?;
     if matches!(origin, admin::token::Origin::Created) {
         eprintln!(
@@ -79,6 +87,7 @@ pub async fn spawn(
             path.display()
         );
     }
+    let mut secrets = vec![secret.trim().to_owned()];
     let mut builder = AdminConfig::builder().read_write_token("admin", secret);
     if let Some(path) = &config.admin.read_only_token_file {
         let (secret, origin) = admin::token::ensure(path)?;
@@ -88,28 +97,237 @@ pub async fn spawn(
                 path.display()
             );
         }
+        secrets.push(secret.trim().to_owned());
         builder = builder.read_only_token("viewer", secret);
     }
     let admin_config = builder
         .backend(backend)
         .build()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let router = admin::router(registry, admin_config).route(
-        "/metrics",
-        axum::routing::get(move || {
-            let text = metrics.render();
-            async move { ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(config.admin.addr).await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!(%error, "admin endpoint failed");
-        }
+    let metrics_route = axum::routing::get(move || {
+        let text = metrics.render();
+        async move { ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text) }
     });
+    let metrics_route = if config.admin.metrics_public {
+        metrics_route
+    } else {
+        let secrets: Arc<[String]> = secrets.into();
+        metrics_route.route_layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let allowed = bearer_matches(req.headers(), &secrets);
+                async move {
+                    if allowed {
+                        next.run(req).await
+                    } else {
+                        metrics_unauthorized()
+                    }
+                }
+            },
+        ))
+    };
+    let hosts = HostCheck::new(config.admin.addr, &config.admin.allowed_hosts);
+    let router = admin::router(registry, admin_config)
+        .route("/metrics", metrics_route)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let refused = hosts.refuse(&req);
+                async move {
+                    match refused {
+                        Some(res) => res,
+                        None => next.run(req).await,
+                    }
+                }
+            },
+        ));
+    let listen = listener_config(config);
+    let listener = palisade::serve::bind(&listen)?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("palisade-admin".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(error) => {
+                    tracing::error!(%error, "admin endpoint: cannot start its event loop");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                // The admin listener never drains: it lives as long as the process.
+                let drain = palisade::shutdown::Drain::default();
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        palisade::serve(listener, router)
+                            .config(listen)
+                            .drain(drain)
+                            .with_signals(false)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = served {
+                    tracing::error!(%error, "admin endpoint failed");
+                }
+            });
+        })?;
     tracing::info!(%addr, token_file = %path.display(), "admin endpoint listening");
     Ok(addr)
+}
+
+/// The admin listener's connection settings, in the shape the serving port uses.
+fn listener_config(config: &Config) -> palisade::serve::ServeConfig {
+    let a = &config.admin;
+    let mut listen = crate::config::ServerConfig::default().serve_config();
+    listen.bind = a.addr;
+    listen.backlog = 128;
+    listen.header_read_timeout = Duration::from_millis(a.header_read_timeout_ms);
+    listen.body_read_timeout = Duration::from_millis(a.body_read_timeout_ms);
+    listen.max_connections = a.max_connections;
+    // HTTP/1.1 only: `palisade-top`, curl and Prometheus need nothing else.
+    listen.http2 = false;
+    listen.reuse_port = false;
+    listen
+}
+
+/// Refuses to use a read-write token file that group or others can read, unless allowed.
+fn check_token_file(path: &std::path::Path, allow_readable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(()); // Missing: created with mode 0600.
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !allow_readable {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "admin token file {} is readable by other users (mode {mode:o}); run `chmod 600 \
+                 {}`, or set admin.allow_readable_token_file = true to use it anyway",
+                path.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `Authorization: Bearer <secret>` names one of `secrets`, compared in constant time.
+fn bearer_matches(headers: &http::HeaderMap, secrets: &[String]) -> bool {
+    let Some(presented) = headers
+        .get(http::header::AUTHORIZATION)
+        .map(http::HeaderValue::as_bytes)
+        .and_then(|v| v.split_at_checked(7))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|(_, token)| token.trim_ascii())
+    else {
+        return false;
+    };
+    let mut found = false;
+    for secret in secrets {
+        let secret = secret.as_bytes();
+        let mut diff = u8::from(secret.len() != presented.len());
+        for (i, s) in secret.iter().enumerate() {
+            diff |= std::hint::black_box(s ^ presented.get(i).copied().unwrap_or(0));
+        }
+        found |= std::hint::black_box(diff) == 0;
+    }
+    found
+}
+
+fn metrics_unauthorized() -> axum::response::Response {
+    let mut res = palisade::problem::Problem::new(http::StatusCode::UNAUTHORIZED, "Unauthorized")
+        .detail(
+            "GET /metrics on the admin port needs `Authorization: Bearer <token>` (the read-only \
+             token is enough), unless admin.metrics_public = true",
+        )
+        .into_response();
+    res.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static(r#"Bearer realm="palisade-admin""#),
+    );
+    res
+}
+
+/// The `Host`s the admin listener answers: `localhost`, its bind address (any IP address when
+/// bound to an unspecified one), and `admin.allowed_hosts`. A page on another origin that the
+/// operator's browser resolves to loopback (DNS rebinding) sends its own name and is refused
+/// with 421.
+#[derive(Debug, Clone)]
+pub struct HostCheck {
+    bind: std::net::IpAddr,
+    allowed: Arc<[String]>,
+    any: bool,
+}
+
+impl HostCheck {
+    /// The check for a listener bound to `bind`, with extra host names `allowed` (`"*"`: any).
+    pub fn new(bind: SocketAddr, allowed: &[String]) -> Self {
+        Self {
+            bind: bind.ip(),
+            any: allowed.iter().any(|h| h == "*"),
+            allowed: allowed.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Whether a request naming `host` (a `Host` header or URI authority, port optional) is
+    /// answered.
+    pub fn allows(&self, host: &str) -> bool {
+        if self.any {
+            return true;
+        }
+        let name = match host.strip_prefix('[') {
+            // `[::1]:9901`
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if name == "localhost" || self.allowed.contains(&name) {
+            return true;
+        }
+        match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip == self.bind || self.bind.is_unspecified(),
+            Err(_) => false,
+        }
+    }
+
+    fn refuse<B>(&self, req: &http::Request<B>) -> Option<axum::response::Response> {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let detail = match &host {
+            Some(host) if self.allows(host) => return None,
+            Some(host) => format!(
+                "the admin endpoint does not answer for host `{}`; use localhost or its address, \
+                 or add the name to admin.allowed_hosts",
+                host.chars().take(255).collect::<String>()
+            ),
+            None => "the admin endpoint needs a Host header".to_owned(),
+        };
+        tracing::warn!(
+            host = host.as_deref().unwrap_or(""),
+            "admin request for a foreign host refused"
+        );
+        let mut res = palisade::problem::Problem::new(
+            http::StatusCode::MISDIRECTED_REQUEST,
+            "Misdirected Request",
+        )
+        .detail(detail)
+        .into_response();
+        res.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        Some(res)
+    }
 }
 
 /// The backend of a single-process server.
@@ -149,11 +367,21 @@ impl SupervisorBackend {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<oneshot::Receiver<T>, BackendError> {
         let (tx, rx) = oneshot::channel();
-        self.handle
-            .commands
-            .try_send(make(tx))
-            .map_err(|_| BackendError::Unavailable("the supervisor is busy; try again".into()))?;
+        self.handle.commands.try_send(make(tx)).map_err(|_| {
+            // The operation never reached the loop: free the slot claimed for it.
+            self.handle.lifecycle.lock().running = None;
+            BackendError::Unavailable("the supervisor is busy; try again".into())
+        })?;
         Ok(rx)
+    }
+
+    /// Takes the one-lifecycle-operation slot, or answers 409 naming the running operation.
+    fn claim(&self, kind: &'static str, detail: String) -> Result<(), BackendError> {
+        self.handle
+            .lifecycle
+            .lock()
+            .claim(kind, detail)
+            .map_err(BackendError::Conflict)
     }
 
     fn worker_count(&self) -> usize {
@@ -193,6 +421,17 @@ impl AdminBackend for SupervisorBackend {
 
     fn scale(&self, workers: u32) -> Result<Change, BackendError> {
         let before = self.worker_count();
+        let max = self.handle.lifecycle.lock().max_workers;
+        if workers as usize > max {
+            return Err(BackendError::Invalid(vec![FieldError::new(
+                "workers",
+                format!(
+                    "must be at most {max} (workers.max; 0 there means four per CPU), got \
+                     {workers}"
+                ),
+            )]));
+        }
+        self.claim("scale", format!("scale to {workers} workers"))?;
         drop(self.ask(|tx| Command::Scale(workers as usize, tx))?);
         Ok(Change {
             before: json!({ "workers": before }),
@@ -202,6 +441,7 @@ impl AdminBackend for SupervisorBackend {
 
     fn restart(&self) -> Result<Change, BackendError> {
         let pids: Vec<u32> = self.workers().iter().map(|w| w.pid).collect();
+        self.claim("restart", "rolling restart".to_owned())?;
         drop(self.ask(Command::Restart)?);
         Ok(Change {
             before: json!({ "pids": pids }),
@@ -215,6 +455,7 @@ impl AdminBackend for SupervisorBackend {
             .into_iter()
             .find(|w| w.id == id && w.state == "ready")
             .ok_or_else(|| BackendError::NotFound(format!("no ready worker with id {id}")))?;
+        self.claim("drain", format!("replace worker {id}"))?;
         drop(self.ask(|tx| Command::Drain(id, tx))?);
         Ok(Change {
             before: json!({ "id": id, "pid": worker.pid }),

@@ -166,16 +166,20 @@ fn usage_error(message: &str) -> ExitCode {
 
 fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    // Protocol-abuse warnings from the HTTP stacks are rate limited (log_limit).
+    let limit = crate::log_limit::AbuseLogLimit;
     let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.pretty().try_init(),
-        LogFormat::Compact => builder.compact().try_init(),
+        LogFormat::Json => builder.json().finish().with(limit).try_init(),
+        LogFormat::Pretty => builder.pretty().finish().with(limit).try_init(),
+        LogFormat::Compact => builder.compact().finish().with(limit).try_init(),
     };
 }
 
@@ -194,6 +198,7 @@ async fn run_single(config: Config) -> std::io::Result<()> {
             .map_or(admin::Metrics::None, admin::Metrics::Local);
         admin::spawn(&config, app.state.registry.clone(), backend, metrics).await?;
     }
+    tokio::spawn(crate::log_limit::run_reporter());
     app.state.set_ready(true);
     tracing::info!(addr = ?addr, pid = std::process::id(), "palisade serving (single process)");
     let report = app
@@ -256,6 +261,7 @@ async fn run_worker(config: Config, id: u32) -> std::io::Result<()> {
     let exporter = install_metrics();
     let app = app::build(config, id, &ctx, exporter.as_ref())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tokio::spawn(crate::log_limit::run_reporter());
     worker::run(app, listener, control).await
 }
 

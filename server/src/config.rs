@@ -106,6 +106,10 @@ pub struct ServerConfig {
     pub http2: bool,
     /// Most concurrently open client connections per process; more wait in the backlog.
     pub max_connections: usize,
+    /// Close a connection whose request body sends nothing for this long, milliseconds (a
+    /// handler waiting for the body answers 408): the body counterpart of
+    /// `header_read_timeout_ms`.
+    pub body_read_timeout_ms: u64,
 }
 
 /// Worker processes and their lifecycle.
@@ -136,7 +140,16 @@ pub struct WorkersConfig {
     pub max_rss_mb: u64,
     /// Longest wait between restarts of a crashing worker, milliseconds.
     pub restart_backoff_max_ms: u64,
+    /// Most worker processes, whatever asks for more (configuration, SIGTTIN, the admin API);
+    /// 0 means four per CPU. At most [`MAX_WORKERS`].
+    pub max: usize,
+    /// Most workers starting at once (spawned, not ready yet); more wait their turn, so a large
+    /// scale-up cannot overload the machine into startup timeouts. 0 means one per CPU.
+    pub max_starting: usize,
 }
+
+/// The hard cap on worker processes.
+pub const MAX_WORKERS: usize = 1024;
 
 /// The admin endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +166,23 @@ pub struct AdminConfig {
     pub read_only_token_file: Option<PathBuf>,
     /// Permit binding the admin API to a non-loopback address.
     pub allow_non_loopback: bool,
+    /// Host names the admin listener answers besides `localhost` and its bind address (any IP
+    /// address when bound to an unspecified one); other `Host`s get 421, which defeats DNS
+    /// rebinding. `"*"` accepts any.
+    pub allowed_hosts: Vec<String>,
+    /// Serve `GET /metrics` on the admin port without a token (by default it needs the
+    /// read-write or read-only token, like every admin route).
+    pub metrics_public: bool,
+    /// Use a read-write token file that other users can read (by default the server refuses to
+    /// start: `chmod 600` it).
+    pub allow_readable_token_file: bool,
+    /// Close an admin connection whose request head has not fully arrived within this long,
+    /// milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Close an admin connection whose request body sends nothing for this long, milliseconds.
+    pub body_read_timeout_ms: u64,
+    /// Most open admin connections; more wait in the backlog.
+    pub max_connections: usize,
 }
 
 /// Log output.
@@ -210,6 +240,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 16 * 1024 * 1024,
             http2: true,
             max_connections: 25_000,
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -228,6 +259,8 @@ impl Default for WorkersConfig {
             max_age_secs: 0,
             max_rss_mb: 0,
             restart_backoff_max_ms: 10_000,
+            max: 0,
+            max_starting: 0,
         }
     }
 }
@@ -240,6 +273,12 @@ impl Default for AdminConfig {
             token_file: None,
             read_only_token_file: None,
             allow_non_loopback: false,
+            allowed_hosts: Vec::new(),
+            metrics_public: false,
+            allow_readable_token_file: false,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 5_000,
+            max_connections: 64,
         }
     }
 }
@@ -276,6 +315,11 @@ impl ServerConfig {
         Duration::from_millis(self.header_read_timeout_ms)
     }
 
+    /// The request-body read (idle) timeout.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
     /// The keep-alive idle timeout (`None`: keep-alive disabled).
     pub fn keep_alive_timeout(&self) -> Option<Duration> {
         (self.keep_alive_timeout_secs > 0)
@@ -291,6 +335,7 @@ impl ServerConfig {
         serve.reuse_port = self.reuse_port;
         serve.keep_alive_timeout = self.keep_alive_timeout();
         serve.header_read_timeout = self.header_read_timeout();
+        serve.body_read_timeout = self.body_read_timeout();
         serve.max_headers = self.max_headers;
         serve.max_header_bytes = self.max_header_bytes;
         serve.http2 = self.http2;
@@ -337,11 +382,45 @@ impl Config {
         if s.max_connections == 0 {
             problems.push("server.max_connections must be at least 1 (got 0)".to_owned());
         }
-        if self.workers.count > 1024 {
+        if s.body_read_timeout_ms == 0 {
+            problems.push("server.body_read_timeout_ms must be at least 1 (got 0)".to_owned());
+        }
+        if self.workers.max > MAX_WORKERS {
             problems.push(format!(
-                "workers.count must be at most 1024 (got {})",
-                self.workers.count
+                "workers.max must be at most {MAX_WORKERS} (got {})",
+                self.workers.max
             ));
+        } else if self.worker_count() > self.max_workers() {
+            problems.push(format!(
+                "workers.count ({}) must be at most workers.max ({}; 0 means four per CPU)",
+                self.worker_count(),
+                self.max_workers()
+            ));
+        }
+        let a = &self.admin;
+        for (key, value) in [
+            ("admin.header_read_timeout_ms", a.header_read_timeout_ms),
+            ("admin.body_read_timeout_ms", a.body_read_timeout_ms),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key} must be at least 1 (got 0)"));
+            }
+        }
+        if a.max_connections == 0 {
+            problems.push("admin.max_connections must be at least 1 (got 0)".to_owned());
+        }
+        for host in &a.allowed_hosts {
+            let ok = host == "*"
+                || (!host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')));
+            if !ok {
+                problems.push(format!(
+                    "admin.allowed_hosts entry {host:?} must be a host name without port or \
+                     scheme (letters, digits, `.`, `-`, `_`), or \"*\""
+                ));
+            }
         }
         if self.admin.enabled
             && !self.admin.allow_non_loopback
@@ -401,10 +480,32 @@ impl Config {
     /// The number of workers to run (`workers.count`, or the number of CPUs when 0).
     pub fn worker_count(&self) -> usize {
         match self.workers.count {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            0 => cpus(),
             n => n,
         }
     }
+
+    /// The most workers the supervisor runs (`workers.max`, or four per CPU when 0, never
+    /// above [`MAX_WORKERS`]).
+    pub fn max_workers(&self) -> usize {
+        match self.workers.max {
+            0 => cpus().saturating_mul(4),
+            n => n,
+        }
+        .min(MAX_WORKERS)
+    }
+
+    /// The most workers starting at once (`workers.max_starting`, or one per CPU when 0).
+    pub fn max_starting(&self) -> usize {
+        match self.workers.max_starting {
+            0 => cpus(),
+            n => n,
+        }
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Why the configuration could not be loaded.

@@ -14,6 +14,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod fd;
+pub mod log_limit;
 pub mod settings;
 pub mod supervisor;
 pub mod worker;

@@ -11,6 +11,10 @@
 //!   running), then a rolling restart: for each worker, start a new one, wait for Ready, drain the
 //!   old. The listener is shared by all workers, so no connection is refused meanwhile.
 //! - **SIGTTIN / SIGTTOU** → one worker more / less. **SIGUSR1** → reopen log files.
+//! - **Bounded**: never more than `workers.max` workers (four per CPU by default, at most
+//!   1024), at most `workers.max_starting` starting at once; one lifecycle operation (admin
+//!   scale, restart or drain, SIGHUP reload) at a time, the admin API answering 409 meanwhile
+//!   from the shared [`Lifecycle`] slot without waiting for this loop.
 //! - **SIGTERM / SIGINT** → readiness 503 everywhere, after `shutdown.drain_delay_ms` the listener
 //!   closes, in-flight requests finish within `shutdown.graceful_timeout_secs`; exit 0. A second
 //!   signal kills the workers and exits at once.
@@ -82,11 +86,61 @@ pub struct View {
     pub metrics: Vec<(u32, Arc<str>)>,
 }
 
+/// A lifecycle operation (scale, rolling restart, drain, reload): at most one runs at a time.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// What runs: `scale`, `restart`, `drain`, `reload`.
+    pub kind: &'static str,
+    /// For humans: `scale to 4 workers`.
+    pub detail: String,
+    /// When it was accepted.
+    pub started: Instant,
+    /// Set once the supervisor loop has taken the operation up; only then can it end it.
+    acknowledged: bool,
+}
+
+/// The one-operation-at-a-time slot and the worker cap, shared by the supervisor loop and the
+/// admin API (which answers from it without waiting for the loop).
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// The operation running, if any.
+    pub running: Option<Operation>,
+    /// `workers.max` in force.
+    pub max_workers: usize,
+}
+
+impl Lifecycle {
+    /// Claims the slot for `kind`, or tells what runs.
+    ///
+    /// # Errors
+    /// The description of the running operation.
+    pub fn claim(&mut self, kind: &'static str, detail: String) -> Result<(), String> {
+        if let Some(op) = &self.running {
+            return Err(format!(
+                "another lifecycle operation is running: {} (`{}`, started {} ms ago); retry when \
+                 it has finished (GET /admin/v1/workers shows the workers)",
+                op.detail,
+                op.kind,
+                op.started.elapsed().as_millis()
+            ));
+        }
+        self.running = Some(Operation {
+            kind,
+            detail,
+            started: Instant::now(),
+            acknowledged: false,
+        });
+        Ok(())
+    }
+}
+
 /// A handle to a running supervisor: its view and its command queue.
 #[derive(Debug, Clone)]
 pub struct SupervisorHandle {
     /// The latest view.
     pub view: Arc<RwLock<View>>,
+    /// The lifecycle operation running and the worker cap.
+    pub lifecycle: Arc<parking_lot::Mutex<Lifecycle>>,
     /// Latency and status statistics merged from every worker's heartbeats (exact HDR merge).
     pub stats: StatsRecorder,
     /// Commands to the supervisor loop.
@@ -165,6 +219,10 @@ struct Supervisor {
     rolling: VecDeque<u32>,
     roll: Option<RollStep>,
     shutting_down: Option<Instant>,
+    /// The lifecycle slot shared with the admin API.
+    lifecycle: Arc<parking_lot::Mutex<Lifecycle>>,
+    /// A SIGHUP that arrived while another lifecycle operation ran; carried out after it.
+    reload_pending: bool,
     /// Whether any worker has become ready since the supervisor started.
     ever_ready: bool,
     /// Set when workers cannot boot at all: the supervisor shuts down and exits with this code.
@@ -210,9 +268,14 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::channel(1024);
     let (commands_tx, mut commands) = mpsc::channel(64);
     let view = Arc::new(RwLock::new(View::default()));
+    let lifecycle = Arc::new(parking_lot::Mutex::new(Lifecycle {
+        running: None,
+        max_workers: config.max_workers(),
+    }));
     if let Some(tx) = handle_tx {
         let _ = tx.send(SupervisorHandle {
             view: Arc::clone(&view),
+            lifecycle: Arc::clone(&lifecycle),
             stats: stats.clone(),
             commands: commands_tx,
         });
@@ -229,6 +292,8 @@ pub async fn run(
         rolling: VecDeque::new(),
         roll: None,
         shutting_down: None,
+        lifecycle,
+        reload_pending: false,
         ever_ready: false,
         boot_failed: false,
         events: events_tx,
@@ -257,19 +322,17 @@ pub async fn run(
         pid = std::process::id(),
         "supervisor starting"
     );
-    for id in 0..sup.target {
-        sup.spawn_or_backoff(id as u32);
-    }
+    sup.fill();
 
     loop {
         tokio::select! {
             Some(event) = events.recv() => sup.on_event(event),
             Some(command) = commands.recv() => sup.on_command(command),
-            _ = hup.recv() => sup.reload(),
+            _ = hup.recv() => sup.on_signal_operation("reload"),
             _ = term.recv() => if sup.shutdown_or_force() { return Ok(1) },
             _ = int.recv() => if sup.shutdown_or_force() { return Ok(1) },
-            _ = ttin.recv() => sup.scale(sup.target + 1),
-            _ = ttou.recv() => sup.scale(sup.target.saturating_sub(1).max(1)),
+            _ = ttin.recv() => sup.on_signal_operation("scale_up"),
+            _ = ttou.recv() => sup.on_signal_operation("scale_down"),
             _ = usr1.recv() => tracing::info!("SIGUSR1: logs go to stderr; nothing to reopen"),
             _ = tick.tick() => sup.housekeeping(),
         }
@@ -280,6 +343,7 @@ pub async fn run(
             tracing::info!("all workers exited; supervisor done");
             return Ok(0);
         }
+        sup.end_finished_operation();
         sup.refresh_view();
     }
 }
@@ -532,6 +596,7 @@ impl Supervisor {
                 }
                 let id = p.id;
                 tracing::info!(worker_id = id, pid, "worker ready");
+                self.fill();
                 if let Some(step) = self.roll.filter(|s| s.new_pid == pid) {
                     self.roll = None;
                     self.drain(step.old_pid, Duration::ZERO);
@@ -607,27 +672,37 @@ impl Supervisor {
             && self.schedule_restart(p.id).is_zero()
         {
             // A first failure restarts at once rather than on the next housekeeping tick.
-            self.spawn_or_backoff(p.id);
+            self.fill();
         }
     }
 
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Scale(n, reply) => {
-                let result = if n == 0 || n > 1024 {
-                    Err(format!("workers must be between 1 and 1024 (got {n})"))
+                let result = if n == 0 || n > self.config.max_workers() {
+                    Err(format!(
+                        "workers must be between 1 and {} (workers.max; got {n})",
+                        self.config.max_workers()
+                    ))
                 } else if self.shutting_down.is_some() {
                     Err("the server is shutting down".to_owned())
                 } else {
                     self.scale(n);
                     Ok(n)
                 };
+                self.acknowledge_operation(result.is_ok());
                 let _ = reply.send(result);
             }
             Command::Restart(reply) => {
-                let n = self.start_rolling_restart();
-                self.advance_roll();
-                let _ = reply.send(Ok(n));
+                let result = if self.shutting_down.is_some() {
+                    Err("the server is shutting down".to_owned())
+                } else {
+                    let n = self.start_rolling_restart();
+                    self.advance_roll();
+                    Ok(n)
+                };
+                self.acknowledge_operation(result.is_ok());
+                let _ = reply.send(result);
             }
             Command::Drain(id, reply) => {
                 let pid = self
@@ -636,12 +711,14 @@ impl Supervisor {
                     .find(|p| p.id == id && p.state == ProcState::Ready)
                     .map(|p| p.pid);
                 let result = match pid {
-                    Some(pid) => {
+                    Some(pid) if self.shutting_down.is_none() => {
                         self.rolling.push_back(pid);
                         Ok(())
                     }
+                    Some(_) => Err("the server is shutting down".to_owned()),
                     None => Err(format!("no ready worker with id {id}")),
                 };
+                self.acknowledge_operation(result.is_ok());
                 let _ = reply.send(result);
                 self.advance_roll();
             }
@@ -688,14 +765,10 @@ impl Supervisor {
         if self.shutting_down.is_some() {
             return;
         }
+        let n = n.clamp(1, self.config.max_workers());
         tracing::info!(from = self.target, to = n, "scaling workers");
         self.target = n;
-        for id in 0..n as u32 {
-            if self.live_for(id) == 0 && self.slots.get(&id).is_none_or(|s| s.restart_at.is_none())
-            {
-                self.spawn_or_backoff(id);
-            }
-        }
+        self.fill();
         let extra: Vec<u32> = self
             .procs
             .values()
@@ -706,6 +779,129 @@ impl Supervisor {
             self.drain(pid, Duration::ZERO);
         }
         self.slots.retain(|id, _| (*id as usize) < n);
+    }
+
+    /// Starts workers for the slots below the target that have none (and are not waiting out a
+    /// restart backoff), at most `workers.max_starting` starting at once: the rest start as
+    /// earlier ones become ready (or on the next housekeeping tick), so the loop stays
+    /// responsive and the machine is not flooded with processes that all miss their startup
+    /// timeout.
+    fn fill(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let budget = self.config.max_starting();
+        let mut starting = self
+            .procs
+            .values()
+            .filter(|p| p.state == ProcState::Starting)
+            .count();
+        for id in 0..self.target.min(self.config.max_workers()) as u32 {
+            if starting >= budget {
+                break;
+            }
+            let waiting = self
+                .slots
+                .get(&id)
+                .and_then(|s| s.restart_at)
+                .is_some_and(|t| t > now);
+            if waiting || self.live_for(id) > 0 {
+                continue;
+            }
+            if self.spawn_or_backoff(id).is_some() {
+                starting += 1;
+            }
+        }
+    }
+
+    /// Whether nothing a lifecycle operation started is still in progress: no worker starting,
+    /// no rolling step queued or running, no slot waiting for its first worker.
+    fn settled(&self) -> bool {
+        let now = Instant::now();
+        self.roll.is_none()
+            && self.rolling.is_empty()
+            && !self.procs.values().any(|p| p.state == ProcState::Starting)
+            && !(0..self.target as u32).any(|id| {
+                self.live_for(id) == 0
+                    && self
+                        .slots
+                        .get(&id)
+                        .is_none_or(|s| s.restart_at.is_none_or(|t| t <= now) && !s.crash_loop)
+            })
+    }
+
+    /// Marks the claimed operation as taken up (it ends once [`settled`](Self::settled)), or
+    /// frees the slot when the command was refused.
+    fn acknowledge_operation(&mut self, accepted: bool) {
+        let mut lifecycle = self.lifecycle.lock();
+        if accepted {
+            if let Some(op) = &mut lifecycle.running {
+                op.acknowledged = true;
+            }
+        } else {
+            lifecycle.running = None;
+        }
+    }
+
+    /// Frees the lifecycle slot once the operation in it has finished; then runs a SIGHUP that
+    /// waited for it.
+    fn end_finished_operation(&mut self) {
+        let settled = self.settled() || self.shutting_down.is_some();
+        {
+            let mut lifecycle = self.lifecycle.lock();
+            let done = settled && lifecycle.running.as_ref().is_some_and(|op| op.acknowledged);
+            if done {
+                if let Some(op) = lifecycle.running.take() {
+                    tracing::info!(
+                        operation = op.kind,
+                        detail = %op.detail,
+                        took_ms = op.started.elapsed().as_millis() as u64,
+                        "lifecycle operation finished"
+                    );
+                }
+            }
+        }
+        if self.reload_pending && self.shutting_down.is_none() {
+            self.on_signal_operation("reload");
+        }
+    }
+
+    /// SIGHUP, SIGTTIN and SIGTTOU. A reload (and its rolling restart) is a lifecycle operation
+    /// like the admin API's: it waits for a running one to end. SIGTTIN and SIGTTOU act at once
+    /// (they are the operator's own, one worker at a time), within `workers.max` and paced like
+    /// any scale-up.
+    fn on_signal_operation(&mut self, which: &'static str) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        match which {
+            "reload" => {
+                let claimed = self
+                    .lifecycle
+                    .lock()
+                    .claim("reload", "SIGHUP reload and rolling restart".to_owned());
+                if let Err(running) = claimed {
+                    if !self.reload_pending {
+                        tracing::info!(%running, "SIGHUP: reload deferred until the running operation ends");
+                    }
+                    self.reload_pending = true;
+                    return;
+                }
+                self.reload_pending = false;
+                self.reload();
+                self.acknowledge_operation(true);
+            }
+            "scale_up" if self.target >= self.config.max_workers() => {
+                tracing::warn!(
+                    workers = self.target,
+                    max = self.config.max_workers(),
+                    "SIGTTIN ignored: already at workers.max"
+                );
+            }
+            "scale_up" => self.scale(self.target + 1),
+            _ => self.scale(self.target.saturating_sub(1).max(1)),
+        }
     }
 
     fn start_rolling_restart(&mut self) -> usize {
@@ -739,6 +935,7 @@ impl Supervisor {
                 let target = loaded.config.worker_count();
                 self.config = loaded.config;
                 self.config_file = file;
+                self.lifecycle.lock().max_workers = self.config.max_workers();
                 if target != self.target {
                     self.scale(target);
                 }
@@ -843,21 +1040,12 @@ impl Supervisor {
             }
         }
 
-        let due: Vec<u32> = self
-            .slots
-            .iter()
-            .filter(|(id, s)| {
-                (**id as usize) < self.target && s.restart_at.is_some_and(|t| t <= now)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if self.live_for(id) == 0 {
-                self.spawn_or_backoff(id);
-            } else if let Some(s) = self.slots.get_mut(&id) {
+        for s in self.slots.values_mut() {
+            if s.restart_at.is_some_and(|t| t <= now) {
                 s.restart_at = None;
             }
         }
+        self.fill();
 
         self.advance_roll();
     }

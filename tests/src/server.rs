@@ -52,6 +52,7 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     admin: bool,
     ready_path: Option<String>,
+    stderr: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -77,6 +78,13 @@ impl ServerBuilder {
     #[must_use]
     pub fn with_admin(mut self) -> Self {
         self.admin = true;
+        self
+    }
+
+    /// Writes the server's standard error (its logs) to `path` instead of the test's.
+    #[must_use]
+    pub fn stderr_to(mut self, path: &std::path::Path) -> Self {
+        self.stderr = Some(path.to_path_buf());
         self
     }
 
@@ -135,7 +143,12 @@ impl ServerBuilder {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
+            .stderr(match &self.stderr {
+                Some(path) => {
+                    Stdio::from(std::fs::File::create(path).expect("create the log file"))
+                }
+                None => Stdio::inherit(),
+            });
         let child = cmd.spawn().expect("spawn palisade");
         let mut server = ServerProcess {
             child: Some(child),

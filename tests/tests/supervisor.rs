@@ -691,6 +691,7 @@ async fn admin_metrics_merge_every_worker_with_a_worker_label() {
         assert_eq!(res.status, 200);
     }
     let metrics_url = server.admin_url("/metrics");
+    let (auth_name, auth_value) = server.admin_auth();
     let count_of = |text: &str| -> (u64, BTreeSet<String>) {
         let mut total = 0;
         let mut workers = BTreeSet::new();
@@ -717,7 +718,15 @@ async fn admin_metrics_merge_every_worker_with_a_worker_label() {
     let mut last = (0, BTreeSet::new());
     let mut text = String::new();
     for _ in 0..50 {
-        let res = client.get(&metrics_url).await.expect("admin /metrics");
+        let res = client
+            .request(
+                Method::GET,
+                &metrics_url,
+                &[(&auth_name, &auth_value)],
+                bytes::Bytes::new(),
+            )
+            .await
+            .expect("admin /metrics");
         assert_eq!(res.status, 200);
         assert!(
             res.header("content-type")

@@ -430,6 +430,22 @@ fn apply_settings(
         };
         return Ok(json_response(StatusCode::OK, &reply, Some(current)));
     }
+    // A change that changes nothing is answered, not applied: no version bump (which would
+    // invalidate every other operator's ETag), no audit entry, no fan-out, no revert.
+    let preview = component.apply(&req.settings, true).map_err(refused)?;
+    if preview.before == preview.after {
+        let reply = ChangeReply {
+            name,
+            kind,
+            version: current,
+            dry_run: false,
+            before: preview.before,
+            after: preview.after,
+            audit_seq: None,
+            revert_at_ms: None,
+        };
+        return Ok(json_response(StatusCode::OK, &reply, Some(current)));
+    }
     let change = component.apply(&req.settings, false).map_err(refused)?;
     let version = component.version();
     let revert_at_ms = req

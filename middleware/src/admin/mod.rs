@@ -19,6 +19,9 @@
 //!   that does not match the current version answers 412. Admin changes are serialized, so the
 //!   check and the change are atomic with respect to other admin requests. A `PUT` without
 //!   `If-Match` applies unconditionally.
+//! - A `PUT` that changes nothing (an empty patch, or the current values) answers 200 with the
+//!   current version and settings, and is neither applied nor audited: the version stays, so
+//!   other operators' `ETag`s stay valid.
 //! - A change with `ttl_secs` is reverted to the previous settings when the time is up, unless
 //!   the component changed since (then the revert is skipped and audited as
 //!   `revert_skipped`).

@@ -540,3 +540,43 @@ async fn backend_hook_sees_changes_and_reverts_in_order() {
         other => panic!("unexpected hook calls {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_put_that_changes_nothing_keeps_the_version_and_is_not_audited() {
+    let (admin, knob) = admin();
+    for patch in [
+        json!({}),
+        json!({"rate": 10}),
+        json!({"rate": 10, "burst": 5}),
+    ] {
+        let (status, headers, body) = call(
+            &admin,
+            Method::PUT,
+            "/admin/v1/limits/api?ttl_secs=30",
+            Some(RW),
+            Some(patch.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{patch}: {body}");
+        assert_eq!(headers[header::ETAG], "\"1\"", "{patch}");
+        assert_eq!(body["version"], 1, "{patch}");
+        assert_eq!(body["before"], body["after"]);
+        assert!(body.get("audit_seq").is_none(), "{body}");
+        assert!(body.get("revert_at_ms").is_none(), "{body}");
+    }
+    assert_eq!(knob.version(), 1);
+    assert!(admin.audit().recent(10).is_empty());
+
+    // A real change still bumps the version and is audited.
+    let (status, headers, _) = call(
+        &admin,
+        Method::PUT,
+        "/admin/v1/limits/api",
+        Some(RW),
+        Some(json!({"rate": 11})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ETAG], "\"2\"");
+    assert_eq!(admin.audit().recent(10).len(), 1);
+}

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 /// How [`serve`](super::serve) treats connections, and where [`bind`](super::bind) listens.
 ///
-/// The defaults suit a public-facing service: 10 s to send request headers, 75 s keep-alive,
+/// The defaults suit a public-facing service: 10 s to send request headers, 10 s between
+/// two reads of a request body, 75 s keep-alive,
 /// 100 headers of at most 16 KiB in total, 25 000 open connections (lowered to what the
 /// open-file limit allows), HTTP/2 over cleartext next to HTTP/1.1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,10 @@ pub struct ServeConfig {
     /// Close connections whose request headers have not all arrived within this long
     /// (slowloris protection).
     pub header_read_timeout: Duration,
+    /// Answer 408 and close the connection when a request body sends nothing for this long
+    /// while the handler waits for it (the gap between two reads, like nginx's
+    /// `client_body_timeout`, not a deadline for the whole body).
+    pub body_read_timeout: Duration,
     /// Most request headers accepted (more → 431).
     pub max_headers: usize,
     /// Largest request head (request line + headers) in bytes (more → 431).
@@ -45,6 +50,7 @@ impl Default for ServeConfig {
             reuse_port: false,
             keep_alive_timeout: Some(Duration::from_secs(75)),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             max_headers: 100,
             max_header_bytes: 16 * 1024,
             http2: true,

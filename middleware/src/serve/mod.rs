@@ -1,6 +1,7 @@
 //! Serving: a drain-aware accept loop for any HTTP service, with the client address attached.
 //!
-//! [`serve`] runs an axum `Router` (or any `Service<Request<Incoming>>`) on a listener and owns
+//! [`serve`] runs an axum `Router` (or any `Service<Request<TimedBody<Incoming>>>`) on a listener
+//! and owns
 //! what a production accept loop needs, so the layers around the service get what they rely on:
 //!
 //! - **Connect info.** Every request carries the socket peer as axum's
@@ -12,7 +13,9 @@
 //! - **Signals.** Unless turned off ([`Serve::with_signals`]), the first SIGTERM/SIGINT starts
 //!   the drain and a second one exits at once ([`shutdown_signal`](crate::shutdown::shutdown_signal)).
 //! - **Connection hygiene** ([`ServeConfig`]): a header-read timeout that also covers the
-//!   HTTP/1-or-2 sniffing (slowloris), header count and size limits, a cap on open connections
+//!   HTTP/1-or-2 sniffing (slowloris), a request-body read timeout (a body that stalls longer
+//!   than [`ServeConfig::body_read_timeout`] fails with [`BodyReadTimeout`]; the request then
+//!   answers 408 and its connection closes), header count and size limits, a cap on open connections
 //!   that keeps descriptors free, `TCP_NODELAY`, HTTP/2 over cleartext next to HTTP/1.1.
 //!
 //! ```no_run
@@ -45,12 +48,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use crate::shutdown::{Drain, DrainConfig, DrainReport};
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -95,7 +101,7 @@ pub fn bind(config: &ServeConfig) -> std::io::Result<std::net::TcpListener> {
 /// ([`Serve::with_signals`]). It resolves once the drain is over, with its report.
 pub fn serve<S, B>(listener: TcpListener, app: S) -> Serve<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<TimedBody<Incoming>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -159,7 +165,7 @@ impl<S> Serve<S> {
 
 impl<S, B> IntoFuture for Serve<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<TimedBody<Incoming>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -197,7 +203,7 @@ async fn accept_loop<S, B>(
     drain: Drain,
 ) -> std::io::Result<DrainReport>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<TimedBody<Incoming>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -209,6 +215,7 @@ where
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(connection_slots(config.max_connections)));
     let nodelay = config.tcp_nodelay;
+    let body_timeout = config.body_read_timeout;
     let stopped = drain.accept_stopped();
     tokio::pin!(stopped);
 
@@ -235,9 +242,20 @@ where
             let _ = stream.set_nodelay(true);
         }
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req)
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            let (body, timed_out) = TimedBody::new(body, body_timeout);
+            let response = app.clone().oneshot(Request::from_parts(parts, body));
+            async move {
+                let response = response.await?;
+                Ok::<_, Infallible>(match timed_out {
+                    Some(flag) if flag.load(Ordering::Acquire) => {
+                        request_timeout().map(Either::Right)
+                    }
+                    _ => response.map(Either::Left),
+                })
+            }
         });
         let stream = VersionDeadline::new(stream, config.header_read_timeout);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -460,4 +478,120 @@ impl tokio::io::AsyncWrite for VersionDeadline {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// A request body that fails with [`BodyReadTimeout`] when no data arrives for the timeout while
+/// the handler waits for it (nginx's `client_body_timeout`: the time between two reads, not the
+/// whole upload). A body known to be empty gets no timer.
+#[derive(Debug)]
+pub struct TimedBody<B> {
+    inner: B,
+    timer: Option<BodyTimer>,
+}
+
+#[derive(Debug)]
+struct BodyTimer {
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    fired: Arc<AtomicBool>,
+}
+
+impl<B: Body> TimedBody<B> {
+    /// Wraps `inner`; the flag (`None` for an empty body) turns true when the timeout fires.
+    pub fn new(inner: B, timeout: Duration) -> (Self, Option<Arc<AtomicBool>>) {
+        if inner.is_end_stream() {
+            return (Self { inner, timer: None }, None);
+        }
+        let fired = Arc::new(AtomicBool::new(false));
+        let timer = BodyTimer {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            fired: Arc::clone(&fired),
+        };
+        (
+            Self {
+                inner,
+                timer: Some(timer),
+            },
+            Some(fired),
+        )
+    }
+}
+
+/// The request body stalled for longer than the body read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body sent nothing within the body read timeout")]
+pub struct BodyReadTimeout;
+
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = &mut this.timer {
+                    let next = tokio::time::Instant::now() + t.timeout;
+                    t.sleep.as_mut().reset(next);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => {
+                this.timer = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .timer
+                    .as_mut()
+                    .is_some_and(|t| std::future::Future::poll(t.sleep.as_mut(), cx).is_ready());
+                match this.timer.take() {
+                    Some(t) if expired => {
+                        t.fired.store(true, Ordering::Release);
+                        Poll::Ready(Some(Err(Box::new(BodyReadTimeout))))
+                    }
+                    timer => {
+                        this.timer = timer;
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer to a request whose body timed out: 408, and the connection closes.
+fn request_timeout() -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": "Request Timeout",
+        "status": 408,
+        "detail": "the request body sent nothing within the body read timeout",
+    });
+    let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+    *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    res
 }

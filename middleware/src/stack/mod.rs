@@ -443,7 +443,7 @@ impl StackLayer {
     pub fn serve<S, B>(&self, listener: tokio::net::TcpListener, app: S) -> crate::serve::Serve<S>
     where
         S: tower::Service<
-                http::Request<hyper::body::Incoming>,
+                http::Request<crate::serve::TimedBody<hyper::body::Incoming>>,
                 Response = http::Response<B>,
                 Error = std::convert::Infallible,
             > + Clone
