@@ -589,3 +589,72 @@ async fn ping_redis(url: &str) -> Result<(), redis::RedisError> {
     redis::cmd("PING").query_async::<String>(&mut conn).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(name: &str, email: &str) -> NewUser {
+        NewUser {
+            name: name.into(),
+            email: email.into(),
+        }
+    }
+
+    /// The store rules on a real SQLite file: migrations twice (the second is a no-op), ids
+    /// from the database, case-insensitive unique emails on create and replace, an email free
+    /// again after delete, pages in id order.
+    #[tokio::test]
+    async fn sqlite_store_rules() {
+        let dir = std::env::temp_dir().join(format!("palisade-db-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = DatabaseConfig {
+            url: Some(format!("sqlite://{}/users.db", dir.display())),
+            ..DatabaseConfig::default()
+        };
+        let applied = prepare(&config).await.unwrap();
+        assert_eq!((applied.from, applied.to), (0, migrate::latest()));
+        let again = prepare(&config).await.unwrap();
+        assert_eq!(
+            (again.from, again.to),
+            (migrate::latest(), migrate::latest())
+        );
+
+        let db = Database::connect_lazy(&config).unwrap();
+        assert_eq!(db.backend(), "sqlite");
+        db.ping().await.unwrap();
+        let (page, total) = db.list(2, 1).await.unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(page.iter().map(|u| u.id).collect::<Vec<_>>(), vec![2, 3]);
+        assert!(matches!(
+            db.create(&new("X", "ADA@example.com")).await,
+            Err(DbError::DuplicateEmail(_))
+        ));
+        let bob = db.create(&new("  Bob ", "bob@example.com")).await.unwrap();
+        assert_eq!((bob.id, bob.name.as_str()), (4, "Bob"));
+        assert!(matches!(
+            db.replace(bob.id, &new("Bob", "grace@example.com")).await,
+            Err(DbError::DuplicateEmail(_))
+        ));
+        let bobby = db
+            .replace(bob.id, &new("Bobby", "bob@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(db.get(bob.id).await.unwrap(), Some(bobby));
+        assert!(matches!(
+            db.replace(99, &new("N", "n@example.com")).await,
+            Err(DbError::NotFound(99))
+        ));
+        db.delete(bob.id).await.unwrap();
+        assert!(matches!(db.delete(bob.id).await, Err(DbError::NotFound(_))));
+        assert_eq!(db.get(bob.id).await.unwrap(), None);
+        // The email is free again; ids are never reused.
+        assert_eq!(
+            db.create(&new("Bob", "bob@example.com")).await.unwrap().id,
+            5
+        );
+        assert!(db.queries() >= 10);
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
