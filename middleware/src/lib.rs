@@ -142,6 +142,7 @@ pub mod cache;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
 pub mod control;
+pub mod health;
 #[cfg(feature = "observe")]
 pub mod observe;
 pub mod problem;

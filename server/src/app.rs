@@ -33,7 +33,7 @@ use tower::Layer as _;
 use tower_http::limit::RequestBodyLimit;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::api::{self, users::User, users::UserStore};
+use crate::api::{self, users::User};
 use crate::config::Config;
 
 /// State shared by every request in one process.
@@ -41,8 +41,12 @@ use crate::config::Config;
 pub struct AppState {
     /// The effective configuration.
     pub config: Config,
-    /// The user store.
-    pub users: UserStore,
+    /// The users database.
+    pub db: crate::db::Database,
+    /// Readiness checks behind `/health/ready` (the database; Redis when configured).
+    pub readiness: palisade::health::Readiness,
+    /// Invalidations for the other workers' L1, when no Redis backplane carries them.
+    pub peers: crate::db::invalidate::Peers,
     /// User lookups through the two-level cache (`users` in the admin API).
     pub users_cache: TwoLevelCache<u64, User>,
     /// Worker slot id (0 for a single-process server).
@@ -187,10 +191,13 @@ pub fn build(
     let (flaky_breaker, flaky) = CircuitBreakerLayer::new(breaker);
     registry.add(&flaky).map_err(|e| err("breaker")(&e))?;
 
+    let (db, readiness) = crate::db::setup(&config, &registry)?;
     let body_limit = config.server.body_limit_bytes;
     let state = Arc::new(AppState {
         config,
-        users: UserStore::with_samples(),
+        db,
+        readiness,
+        peers: crate::db::invalidate::Peers::default(),
         users_cache,
         worker_id,
         started: Instant::now(),

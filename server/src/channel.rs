@@ -40,6 +40,16 @@ pub enum WorkerMsg {
         /// Connections cut at the deadline.
         cut: u64,
     },
+    /// A write changed `key`: drop it from cache `cache` on every other worker, then answer
+    /// [`SupervisorMsg::Invalidated`] (used when no Redis backplane carries invalidations).
+    Invalidate {
+        /// Request id echoed in [`SupervisorMsg::Invalidated`].
+        id: u64,
+        /// The cache (a component name, e.g. `users`).
+        cache: String,
+        /// The key, as the cache's key string.
+        key: String,
+    },
     /// The answer to [`SupervisorMsg::Apply`] / [`SupervisorMsg::Action`].
     Applied {
         /// The request id being answered.
@@ -100,6 +110,20 @@ pub enum SupervisorMsg {
         action: String,
         /// Its arguments.
         args: Value,
+    },
+    /// Drop `key` from cache `cache` (another worker wrote it); answer [`WorkerMsg::Applied`].
+    Invalidate {
+        /// Request id echoed in [`WorkerMsg::Applied`].
+        id: u64,
+        /// The cache.
+        cache: String,
+        /// The key.
+        key: String,
+    },
+    /// Every other worker has dropped the key of [`WorkerMsg::Invalidate`] `id`.
+    Invalidated {
+        /// The worker's request id.
+        id: u64,
     },
     /// Stop accepting, finish in-flight requests within `timeout_ms`, then exit.
     Drain {

@@ -142,6 +142,12 @@ pub fn main() -> ExitCode {
     let worker_id = std::env::var(WORKER_ENV)
         .ok()
         .and_then(|v| v.parse::<u32>().ok());
+    // Migrations run once, here, before any worker starts; workers only connect.
+    if worker_id.is_none()
+        && let Err(code) = prepare_database(&config)
+    {
+        return ExitCode::from(code);
+    }
     let result = match worker_id {
         Some(id) => runtime(config.workers.threads.max(1))
             .and_then(|rt| rt.block_on(run_worker(config, id)).map(|()| 0)),
@@ -155,6 +161,33 @@ pub fn main() -> ExitCode {
             tracing::error!(%error, "server failed");
             eprintln!("palisade: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects to the database and applies pending migrations, on a runtime of its own that is
+/// gone before any worker is spawned. Returns the exit code on failure: 69 when the database
+/// cannot be reached, 65 when its schema is newer than this binary (or a migration fails).
+fn prepare_database(config: &Config) -> Result<(), u8> {
+    let rt = runtime(1).map_err(|error| {
+        eprintln!("palisade: {error}");
+        1
+    })?;
+    let target = config.database.target().map(|t| t.redacted());
+    match rt.block_on(crate::db::prepare(&config.database)) {
+        Ok(applied) => {
+            let database = target.unwrap_or_default();
+            if applied.from == applied.to {
+                tracing::info!(%database, schema = applied.to, "database ready");
+            } else {
+                tracing::info!(%database, from = applied.from, to = applied.to, "database migrated");
+            }
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(%error, "database not ready");
+            eprintln!("palisade: {error}");
+            Err(error.exit_code())
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The circuit breaker around the `/flaky` demo upstream.
     pub breaker: CircuitBreakerSettings,
+    /// The users database (`[database]`).
+    pub database: crate::db::DatabaseConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             rate_limit: default_rate_limit(),
             cache: CacheSettings::default(),
             breaker: CircuitBreakerSettings::default(),
+            database: crate::db::DatabaseConfig::default(),
         }
     }
 }
@@ -470,6 +473,7 @@ impl Config {
         if let Err(e) = CircuitBreakerConfig::from_settings("flaky", self.breaker.clone()) {
             problems.push(format!("breaker: {e}"));
         }
+        problems.extend(self.database.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -690,6 +694,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "cache.users.negative_ttl_ms",
     "cache.users.soft_timeout_ms",
     "cache.users.hard_timeout_ms",
+    "database.url",
 ];
 
 /// `PALISADE_*` variables that are not configuration keys.

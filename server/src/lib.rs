@@ -13,6 +13,7 @@ pub mod app;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod fd;
 pub mod log_limit;
 pub mod settings;

@@ -240,6 +240,19 @@ struct Supervisor {
     /// the deleted old file.
     exe: std::path::PathBuf,
     _zone_fds: Vec<std::os::fd::OwnedFd>,
+    /// Cache invalidations between workers, in flight.
+    invalidations: Invalidations,
+}
+
+/// Cache invalidations fanned out between workers (see `crate::db::invalidate`).
+#[derive(Debug, Default)]
+struct Invalidations {
+    /// Acknowledgement id → (the worker it was sent to, the writer, the writer's request id).
+    acks: HashMap<u64, (u32, u32, u64)>,
+    /// (writer pid, writer's request id) → acknowledgements still expected.
+    waiting: HashMap<(u32, u64), usize>,
+    /// Workers owed a flush of a cache (an invalidation found their control queue full).
+    flush: std::collections::BTreeSet<(u32, String)>,
 }
 
 /// Runs the supervisor until every worker has drained after SIGTERM/SIGINT; returns the exit
@@ -306,6 +319,7 @@ pub async fn run(
         zones_env: zones_env.join(","),
         exe: std::env::current_exe()?,
         _zone_fds: zone_fds,
+        invalidations: Invalidations::default(),
     };
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -623,12 +637,87 @@ impl Supervisor {
             WorkerMsg::Drained { completed, cut } => {
                 tracing::info!(worker_id = p.id, pid, completed, cut, "worker drained");
             }
+            WorkerMsg::Applied { id, .. } if self.invalidations.acks.contains_key(&id) => {
+                self.invalidation_acked(id);
+            }
             WorkerMsg::Applied {
                 error: Some(error), ..
             } => {
                 tracing::warn!(worker_id = p.id, pid, %error, "worker refused a settings change");
             }
             WorkerMsg::Applied { error: None, .. } => {}
+            WorkerMsg::Invalidate { id, cache, key } => self.invalidate_peers(pid, id, &cache, key),
+        }
+    }
+
+    /// Has every worker but `from` drop `key` from cache `cache`, and answers `from` once all
+    /// have (at once when there are none). A worker whose control queue is full is not waited
+    /// for: it gets a `flush` of that cache on the next tick instead.
+    fn invalidate_peers(&mut self, from: u32, request: u64, cache: &str, key: String) {
+        let pids: Vec<u32> = self.procs.keys().copied().filter(|p| *p != from).collect();
+        let mut waiting = 0;
+        for pid in pids {
+            self.next_request_id += 1;
+            let id = self.next_request_id;
+            let msg = SupervisorMsg::Invalidate {
+                id,
+                cache: cache.to_owned(),
+                key: key.clone(),
+            };
+            let sent = self.procs.get(&pid).map(|p| p.tx.try_send(msg).is_ok());
+            match sent {
+                Some(true) => {
+                    self.invalidations.acks.insert(id, (pid, from, request));
+                    waiting += 1;
+                }
+                Some(false) => {
+                    self.invalidations.flush.insert((pid, cache.to_owned()));
+                }
+                None => {}
+            }
+        }
+        if waiting == 0 {
+            self.send(from, SupervisorMsg::Invalidated { id: request });
+        } else {
+            self.invalidations.waiting.insert((from, request), waiting);
+        }
+    }
+
+    /// One acknowledgement (or the exit of the worker it was expected from) for an
+    /// invalidation; the writer is answered when none is outstanding.
+    fn invalidation_acked(&mut self, ack: u64) {
+        let Some((_, from, request)) = self.invalidations.acks.remove(&ack) else {
+            return;
+        };
+        let left = self
+            .invalidations
+            .waiting
+            .get_mut(&(from, request))
+            .map(|n| {
+                *n = n.saturating_sub(1);
+                *n
+            });
+        if left == Some(0) {
+            self.invalidations.waiting.remove(&(from, request));
+            self.send(from, SupervisorMsg::Invalidated { id: request });
+        }
+    }
+
+    /// Retries, as a flush, invalidations that found a worker's control queue full.
+    fn retry_flushes(&mut self) {
+        for (pid, cache) in std::mem::take(&mut self.invalidations.flush) {
+            self.next_request_id += 1;
+            let msg = SupervisorMsg::Action {
+                id: self.next_request_id,
+                name: cache.clone(),
+                action: "flush".to_owned(),
+                args: serde_json::json!({}),
+            };
+            if let Some(p) = self.procs.get(&pid)
+                && p.tx.try_send(msg).is_err()
+            {
+                self.invalidations.flush.insert((pid, cache));
+            }
         }
     }
 
@@ -636,6 +725,21 @@ impl Supervisor {
         let Some(p) = self.procs.remove(&pid) else {
             return;
         };
+        // An exited worker holds no cache: what it owed counts as done; what it asked is moot.
+        let owed: Vec<u64> = (self.invalidations.acks.iter())
+            .filter(|(_, (to, _, _))| *to == pid)
+            .map(|(ack, _)| *ack)
+            .collect();
+        for ack in owed {
+            self.invalidation_acked(ack);
+        }
+        self.invalidations
+            .acks
+            .retain(|_, (_, from, _)| *from != pid);
+        self.invalidations
+            .waiting
+            .retain(|(from, _), _| *from != pid);
+        self.invalidations.flush.retain(|(to, _)| *to != pid);
         self.retired_requests += p.hb.requests;
         self.retired_status.add(&p.hb.status);
         let intended = p.state == ProcState::Draining;
@@ -979,6 +1083,9 @@ impl Supervisor {
         let timeout = Duration::from_secs(w.worker_timeout_secs);
         let startup = Duration::from_secs(w.startup_timeout_secs);
         let grace = self.config.shutdown.graceful_timeout() + self.config.shutdown.drain_delay();
+        if !self.invalidations.flush.is_empty() {
+            self.retry_flushes();
+        }
 
         if let Some(since) = self.shutting_down {
             if self.listener.is_some() && since.elapsed() >= self.config.shutdown.drain_delay() {

@@ -48,6 +48,7 @@ pub async fn run(
             }
         }
     });
+    state.peers.connect(out_tx.clone());
     let _ = out_tx
         .send(WorkerMsg::Hello {
             worker_id,
@@ -113,6 +114,11 @@ pub async fn run(
                         };
                         let _ = out.send(WorkerMsg::Applied { id, error }).await;
                     }
+                    Ok(SupervisorMsg::Invalidate { id, cache, key }) => {
+                        let error = invalidate_local(&state, &cache, &key).await;
+                        let _ = out.send(WorkerMsg::Applied { id, error }).await;
+                    }
+                    Ok(SupervisorMsg::Invalidated { id }) => state.peers.confirmed(id),
                     Ok(SupervisorMsg::Drain { delay_ms, .. }) => {
                         state
                             .drain
@@ -156,6 +162,24 @@ pub async fn run(
     drop(out_tx);
     tokio::time::sleep(Duration::from_millis(20)).await;
     Ok(())
+}
+
+/// Drops `key` from this worker's cache `cache` (another worker wrote it), awaiting the eviction
+/// so the acknowledgement means it is gone.
+async fn invalidate_local(state: &AppState, cache: &str, key: &str) -> Option<String> {
+    if cache == "users"
+        && let Ok(id) = key.parse::<u64>()
+    {
+        state.users_cache.invalidate(&id).await;
+        return None;
+    }
+    match state.registry.get(cache) {
+        Some(c) => c
+            .action("invalidate", &serde_json::json!({ "key": key }))
+            .err()
+            .map(|errs| join(&errs)),
+        None => Some(format!("no component named `{cache}`")),
+    }
 }
 
 fn join(errors: &[palisade::control::FieldError]) -> String {

@@ -6,7 +6,10 @@
 //! - [`redis::RedisServer`]: a private `redis-server` on a free port, which a test may kill and
 //!   restart. When the binary is absent, [`redis::RedisServer::start`] returns `None` after a loud
 //!   skip message, unless `PALISADE_REQUIRE_REDIS=1`, which makes it panic (CI sets it).
-//! - [`server::ServerProcess`]: the `palisade` binary on a free port, waited on until ready.
+//! - [`postgres::PostgresServer`]: a private PostgreSQL (`initdb` + `pg_ctl`) on a free port,
+//!   which a test may kill and restart; skipped like Redis unless `PALISADE_REQUIRE_POSTGRES=1`.
+//! - [`server::ServerProcess`]: the `palisade` binary on a free port, waited on until ready, with
+//!   a private SQLite database unless the test sets `database.url`.
 //! - [`http`]: a small HTTP/1.1 client for tests.
 //! - [`load`]: a supervisor with its workers waited on, worker pids, single-connection exchanges
 //!   that report every outcome, an accounted load generator and the supervisor's counters, for
@@ -14,6 +17,7 @@
 
 pub mod http;
 pub mod load;
+pub mod postgres;
 pub mod redis;
 pub mod server;
 

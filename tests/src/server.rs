@@ -109,6 +109,10 @@ impl ServerBuilder {
             std::process::id(),
             admin_addr.port()
         ));
+        // A fresh private database (see `spawn_at`), never one left by an earlier run.
+        for ext in ["db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(token_file.with_extension(ext));
+        }
         self.spawn_at(addr, admin_addr, token_file)
     }
 
@@ -135,6 +139,16 @@ impl ServerBuilder {
             .arg(admin.to_string())
             .arg("--admin-token-file")
             .arg(&token_file);
+        // Unless the test chose a database, a private SQLite file next to the token file (the
+        // same one again when a test restarts a server with the same token file).
+        let chose_db = self.args.iter().any(|a| a.contains("database.url"))
+            || self.env.iter().any(|(k, _)| k == "PALISADE_DATABASE_URL");
+        if !chose_db {
+            cmd.arg("--set").arg(format!(
+                "database.url=sqlite://{}",
+                token_file.with_extension("db").display()
+            ));
+        }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(

@@ -192,6 +192,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "cache.names",
     "cache.names.store",
     "breaker",
+    "database",
     "server.backlog",
     "nope",
 ];

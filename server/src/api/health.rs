@@ -1,5 +1,6 @@
-//! Health endpoints: `/health/live` (the process runs), `/health/ready` (503 while draining or
-//! before the server is ready) and `/health/worker` (who answered).
+//! Health endpoints: `/health/live` (the process runs), `/health/ready` (503 while draining, before
+//! the server is ready, or when a required dependency check fails; JSON detail per check) and
+//! `/health/worker` (who answered).
 
 use std::sync::Arc;
 
@@ -23,16 +24,28 @@ async fn live() -> &'static str {
     "ok\n"
 }
 
+/// 503 while starting or draining; otherwise the registered dependency checks decide (a
+/// failed required check is 503, a failed optional one is 200 `degraded`), each with its detail.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    if !state.is_ready() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(http::header::RETRY_AFTER, "1")],
             "draining\n",
         )
-            .into_response()
+            .into_response();
+    }
+    let report = state.readiness.check().await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "status": report.status(), "checks": report.checks });
+    if report.ready {
+        (status, Json(body)).into_response()
+    } else {
+        (status, [(http::header::RETRY_AFTER, "1")], Json(body)).into_response()
     }
 }
 

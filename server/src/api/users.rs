@@ -1,8 +1,14 @@
-//! `/api/v1/users`: list (with `?limit=&offset=`), create, get, replace and delete users held in
-//! memory. Validation errors are 422 problem documents listing each field; an unknown id is 404;
-//! a duplicate email is 409.
+//! `/api/v1/users`: list (with `?limit=&offset=`), create, get, replace and delete users stored
+//! in the database ([`crate::db`]). Validation errors are 422 problem documents listing each
+//! field; an unknown id is 404; a duplicate email is 409 (a unique index decides, so it holds
+//! across workers and servers); a database that does not answer is 503.
+//!
+//! Reads go L1 (this worker) → L2 (Redis, when `cache.redis_url` is set) → database, with one
+//! database query per key however many requests miss together, and serve a stale copy while the
+//! database is down (`cache.users.max_stale_ms`). Writes commit, then invalidate the key in L2
+//! and in every worker's L1: through the Redis backplane when there is one, else through the
+//! supervisor's control channel.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, State};
@@ -13,11 +19,11 @@ use http::StatusCode;
 use http::request::Parts;
 use palisade::control::FieldError;
 use palisade::problem::Problem;
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, ApiQuery};
 use crate::app::AppState;
+use crate::db::DbError;
 
 /// A user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,127 +80,24 @@ fn valid_email(email: &str) -> bool {
         && !domain.contains('@')
 }
 
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    /// No user with that id.
-    NotFound(u64),
-    /// Another user has that email.
-    DuplicateEmail(String),
-}
-
-impl From<StoreError> for Problem {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(id) => Problem::new(StatusCode::NOT_FOUND, "Not Found")
-                .detail(format!("no user with id {id}")),
-            StoreError::DuplicateEmail(email) => Problem::new(StatusCode::CONFLICT, "Conflict")
-                .detail(format!("a user with email {email} already exists")),
+impl AppState {
+    /// After a write to user `id`: drops it from this worker's L1 and from L2 (the Redis
+    /// backplane then clears every node's L1), or, without a backplane, asks the supervisor to
+    /// clear it from the other workers' L1.
+    pub async fn invalidate_user(&self, id: u64) {
+        use palisade::cache::CacheKey as _;
+        self.users_cache.invalidate(&id).await;
+        let backplane = self
+            .users_cache
+            .config()
+            .redis
+            .as_ref()
+            .is_some_and(|r| r.backplane);
+        if !backplane {
+            self.peers
+                .invalidate("users", id.cache_key().into_owned())
+                .await;
         }
-    }
-}
-
-/// The in-memory user store.
-#[derive(Debug, Default)]
-pub struct UserStore {
-    inner: RwLock<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    next_id: u64,
-    users: BTreeMap<u64, User>,
-    by_email: HashMap<String, u64>,
-}
-
-impl UserStore {
-    /// A store holding a few sample users (ids 1..=3).
-    pub fn with_samples() -> Self {
-        let store = Self::default();
-        for (name, email) in [
-            ("Ada Lovelace", "ada@example.com"),
-            ("Alan Turing", "alan@example.com"),
-            ("Grace Hopper", "grace@example.com"),
-        ] {
-            let _ = store.create(NewUser {
-                name: name.into(),
-                email: email.into(),
-            });
-        }
-        store
-    }
-
-    /// A page of users ordered by id.
-    pub fn list(&self, limit: usize, offset: usize) -> (Vec<User>, usize) {
-        let inner = self.inner.read();
-        let page = inner
-            .users
-            .values()
-            .skip(offset)
-            .take(limit)
-            .cloned()
-            .collect();
-        (page, inner.users.len())
-    }
-
-    /// One user.
-    pub fn get(&self, id: u64) -> Result<User, StoreError> {
-        self.inner
-            .read()
-            .users
-            .get(&id)
-            .cloned()
-            .ok_or(StoreError::NotFound(id))
-    }
-
-    /// Creates a user.
-    pub fn create(&self, new: NewUser) -> Result<User, StoreError> {
-        let mut inner = self.inner.write();
-        let email = new.email.to_ascii_lowercase();
-        if inner.by_email.contains_key(&email) {
-            return Err(StoreError::DuplicateEmail(new.email));
-        }
-        inner.next_id += 1;
-        let user = User {
-            id: inner.next_id,
-            name: new.name.trim().to_owned(),
-            email: new.email,
-        };
-        inner.by_email.insert(email, user.id);
-        inner.users.insert(user.id, user.clone());
-        Ok(user)
-    }
-
-    /// Replaces a user.
-    pub fn replace(&self, id: u64, new: NewUser) -> Result<User, StoreError> {
-        let mut inner = self.inner.write();
-        let old_email = inner
-            .users
-            .get(&id)
-            .ok_or(StoreError::NotFound(id))?
-            .email
-            .to_ascii_lowercase();
-        let email = new.email.to_ascii_lowercase();
-        if inner.by_email.get(&email).is_some_and(|owner| *owner != id) {
-            return Err(StoreError::DuplicateEmail(new.email));
-        }
-        inner.by_email.remove(&old_email);
-        inner.by_email.insert(email, id);
-        let user = User {
-            id,
-            name: new.name.trim().to_owned(),
-            email: new.email,
-        };
-        inner.users.insert(id, user.clone());
-        Ok(user)
-    }
-
-    /// Deletes a user.
-    pub fn delete(&self, id: u64) -> Result<User, StoreError> {
-        let mut inner = self.inner.write();
-        let user = inner.users.remove(&id).ok_or(StoreError::NotFound(id))?;
-        inner.by_email.remove(&user.email.to_ascii_lowercase());
-        Ok(user)
     }
 }
 
@@ -236,7 +139,7 @@ struct Page {
 #[derive(Debug, Serialize)]
 struct UserPage {
     users: Vec<User>,
-    total: usize,
+    total: u64,
     limit: usize,
     offset: usize,
 }
@@ -256,7 +159,7 @@ async fn list(
         );
     }
     let offset = page.offset.unwrap_or(0);
-    let (users, total) = state.users.list(limit, offset);
+    let (users, total) = state.db.list(limit, offset).await?;
     Ok(Json(UserPage {
         users,
         total,
@@ -274,9 +177,9 @@ async fn create(
     ApiJson(new): ApiJson<NewUser>,
 ) -> Result<impl IntoResponse, Problem> {
     new.validate().map_err(invalid)?;
-    let user = state.users.create(new)?;
+    let user = state.db.create(&new).await?;
     // A 404 for this id may have been cached (negative caching).
-    state.users_cache.invalidate(&user.id).await;
+    state.invalidate_user(user.id).await;
     let location = format!("/api/v1/users/{}", user.id);
     Ok((
         StatusCode::CREATED,
@@ -285,32 +188,53 @@ async fn create(
     ))
 }
 
-/// Reads through the users two-level cache (`[cache.users]`): the store is read only on a miss,
-/// once however many requests miss together; an unknown id is cached as a negative entry.
-/// `cache.enabled = false` reads the store directly.
+/// Reads through the users two-level cache (`[cache.users]`): the database is read only on a
+/// miss, once however many requests miss together; an unknown id is cached as a negative entry;
+/// while the database fails, a stale copy is served. `cache.enabled = false` reads the database
+/// directly.
 async fn fetch(
     State(state): State<Arc<AppState>>,
     UserId(id): UserId,
 ) -> Result<Json<User>, Problem> {
     if !state.config.cache.enabled {
-        return Ok(Json(state.users.get(id)?));
+        return match state.db.get(id).await? {
+            Some(user) => Ok(Json(user)),
+            None => Err(DbError::NotFound(id).into()),
+        };
     }
-    let store = Arc::clone(&state);
+    let db = state.db.clone();
     let found = state
         .users_cache
-        .get_or_load_optional(&id, move || async move {
-            Ok::<_, std::convert::Infallible>(store.users.get(id).ok())
-        })
+        .get_or_load_optional(&id, move || async move { db.get(id).await })
         .await;
     match found {
         Ok(Some(user)) => Ok(Json(user)),
-        Ok(None) => Err(StoreError::NotFound(id).into()),
-        // The loader cannot fail; this is a panic or the hard timeout with nothing stale.
-        Err(error) => Err(
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
-                .detail(format!("user lookup failed: {error}")),
-        ),
+        Ok(None) => Err(DbError::NotFound(id).into()),
+        // The database failed (or timed out) and no stale copy exists.
+        Err(error) => Err(unavailable(&error)),
     }
+}
+
+/// The 503 for a failed cached load: an open `db` breaker keeps its `Retry-After`.
+fn unavailable(error: &palisade::cache::CacheError) -> Problem {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(DbError::Open(open)) = e.downcast_ref::<DbError>() {
+            return open.problem();
+        }
+        source = e.source();
+    }
+    let mut detail = format!("user lookup failed: {error}");
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        detail.push_str(": ");
+        detail.push_str(&e.to_string());
+        cause = e.source();
+    }
+    tracing::warn!(%detail, "user lookup failed");
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+        .detail(detail)
+        .with("retry_after_ms", 1000)
 }
 
 async fn replace(
@@ -319,8 +243,8 @@ async fn replace(
     ApiJson(new): ApiJson<NewUser>,
 ) -> Result<Json<User>, Problem> {
     new.validate().map_err(invalid)?;
-    let user = state.users.replace(id, new)?;
-    state.users_cache.invalidate(&id).await;
+    let user = state.db.replace(id, &new).await?;
+    state.invalidate_user(id).await;
     Ok(Json(user))
 }
 
@@ -328,8 +252,8 @@ async fn remove(
     State(state): State<Arc<AppState>>,
     UserId(id): UserId,
 ) -> Result<StatusCode, Problem> {
-    state.users.delete(id)?;
-    state.users_cache.invalidate(&id).await;
+    state.db.delete(id).await?;
+    state.invalidate_user(id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -342,28 +266,6 @@ mod tests {
             name: name.into(),
             email: email.into(),
         }
-    }
-
-    #[test]
-    fn store_rules() {
-        let store = UserStore::with_samples();
-        assert_eq!(store.list(10, 0).1, 3);
-        assert_eq!(
-            store.create(new("X", "ADA@example.com")),
-            Err(StoreError::DuplicateEmail("ADA@example.com".into()))
-        );
-        let u = store.create(new("Bob", "bob@example.com")).unwrap();
-        assert_eq!(u.id, 4);
-        assert!(
-            store
-                .replace(u.id, new("Bob", "grace@example.com"))
-                .is_err()
-        );
-        assert!(store.replace(u.id, new("Bobby", "bob@example.com")).is_ok());
-        assert_eq!(store.delete(u.id).unwrap().name, "Bobby");
-        assert_eq!(store.get(u.id), Err(StoreError::NotFound(4)));
-        // The email is free again after delete.
-        assert!(store.create(new("Bob", "bob@example.com")).is_ok());
     }
 
     #[test]
