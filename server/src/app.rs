@@ -1,7 +1,8 @@
 //! The reference application: the seed API wrapped in every Palisade layer.
 //!
 //! Outermost first: drain (in-flight accounting, `Connection: close` while draining) → observe
-//! (request id, trace context, span, metrics, live stats) → body limit → rate limit → the router,
+//! (request id, trace context, span, metrics, live stats) → body limit → concurrency limit (503
+//! beyond N in flight) → request timeout (504 / 408) → rate limit → the router,
 //! with the `/names` response cache and the `/flaky` circuit breaker as route layers.
 //! `/metrics` serves this process's Prometheus exposition.
 //!
@@ -20,6 +21,7 @@ use axum::Router;
 use palisade::cache::TwoLevelCache;
 use palisade::cache::response::ResponseCacheLayer;
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use palisade::concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 use palisade::control::Registry;
 use palisade::observe::{
     Observe, ObserveConfig, ObserveHandle, ObserveLayer, PrometheusExporter, RouteLayer,
@@ -28,6 +30,7 @@ use palisade::rate_limit::RateLimit;
 use palisade::rate_limit::{BuildContext, ShmZone, StoreSetting};
 use palisade::shutdown::DrainService;
 use palisade::shutdown::{Drain, DrainConfig};
+use palisade::timeout::{Timeout, TimeoutLayer};
 use tower::util::Either;
 use tower::{Layer as _, ServiceBuilder};
 use tower_http::limit::RequestBodyLimit;
@@ -84,7 +87,9 @@ pub struct RouteLayers {
 /// The service every request goes through: the router inside the process-wide layers. The rate
 /// limiter is `Left` around the router, or `Right` (inside the router, after routing) when a
 /// policy is keyed by route template.
-pub type AppService = DrainService<Observe<RequestBodyLimit<Either<RateLimit<Router>, Router>>>>;
+pub type AppService = DrainService<
+    Observe<RequestBodyLimit<ConcurrencyLimit<Timeout<Either<RateLimit<Router>, Router>>>>>,
+>;
 
 /// One process's application: its state and its service.
 #[derive(Debug)]
@@ -149,6 +154,20 @@ pub fn build(
         .register("flaky", Arc::new(flaky))
         .map_err(|e| err("breaker")(&e))?;
 
+    let (timeout_layer, timeout) =
+        TimeoutLayer::new(config.timeout.config().map_err(|e| err("timeout")(&e))?);
+    timeout
+        .register(&registry)
+        .map_err(|e| err("timeout")(&e))?;
+    let (shed_layer, shed) = ConcurrencyLimitLayer::new(
+        config
+            .concurrency
+            .config()
+            .map_err(|e| err("concurrency")(&e))?,
+    );
+    shed.register(&registry)
+        .map_err(|e| err("concurrency")(&e))?;
+
     let body_limit = config.server.body_limit_bytes;
     let state = Arc::new(AppState {
         config,
@@ -180,6 +199,8 @@ pub fn build(
         .layer(drain.layer())
         .layer(observe_layer)
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(shed_layer)
+        .layer(timeout_layer)
         .service(inner);
     Ok(App { state, service })
 }

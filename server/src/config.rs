@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use palisade::cache::CacheSettings;
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerSettings};
+use palisade::concurrency::{Algorithm, ConcurrencyLimitConfig, ConcurrencySettings};
 use palisade::rate_limit::{BuildContext, RateLimitSettings, StoreSetting};
+use palisade::timeout::{TimeoutConfig, TimeoutSettings};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -40,6 +42,10 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The circuit breaker around the `/flaky` demo upstream.
     pub breaker: CircuitBreakerSettings,
+    /// The request timeout (`[timeout]`).
+    pub timeout: TimeoutSection,
+    /// The concurrency limit and load shedding (`[concurrency]`).
+    pub concurrency: ConcurrencySection,
 }
 
 impl Default for Config {
@@ -54,6 +60,8 @@ impl Default for Config {
             rate_limit: default_rate_limit(),
             cache: CacheSettings::default(),
             breaker: CircuitBreakerSettings::default(),
+            timeout: TimeoutSection::default(),
+            concurrency: ConcurrencySection::default(),
         }
     }
 }
@@ -375,6 +383,12 @@ impl Config {
         if let Err(e) = CircuitBreakerConfig::from_settings("flaky", self.breaker.clone()) {
             problems.push(format!("breaker: {e}"));
         }
+        if let Err(e) = self.timeout.config() {
+            problems.push(e.to_string());
+        }
+        if let Err(e) = self.concurrency.config() {
+            problems.push(e.to_string());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -388,6 +402,103 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         }
+    }
+}
+
+/// The request timeout (`[timeout]`): `504`, or `408` while the request body is still
+/// arriving. Runtime component `timeout` (kind `limit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutSection {
+    /// Time requests at all.
+    pub enabled: bool,
+    /// Deadline for the response head, milliseconds (1 to 86400000).
+    pub timeout_ms: u64,
+    /// Paths never timed (`/exact`, `/prefix/*`).
+    pub exempt_paths: Vec<String>,
+}
+
+impl Default for TimeoutSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout_ms: 30_000,
+            exempt_paths: vec!["/health/*".to_owned(), "/metrics".to_owned()],
+        }
+    }
+}
+
+impl TimeoutSection {
+    /// The layer configuration (component name `timeout`).
+    pub fn config(&self) -> Result<TimeoutConfig, palisade::timeout::ConfigError> {
+        self.exempt_paths
+            .iter()
+            .fold(TimeoutConfig::builder(), |b, p| b.exempt_path(p.clone()))
+            .settings(TimeoutSettings {
+                enabled: self.enabled,
+                timeout_ms: self.timeout_ms,
+            })
+            .build()
+    }
+}
+
+/// The concurrency limit (`[concurrency]`): beyond `max_in_flight` requests in flight per
+/// worker, `503` with `Retry-After`. Runtime component `concurrency` (kind `limit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConcurrencySection {
+    /// Limit requests at all.
+    pub enabled: bool,
+    /// Requests in flight per worker (`fixed`), or the ceiling (`aimd`); 1 to 1000000.
+    pub max_in_flight: u32,
+    /// `fixed` or `aimd` (adaptive).
+    pub algorithm: Algorithm,
+    /// `aimd`: the floor of the limit.
+    pub min_in_flight: u32,
+    /// `aimd`: a response slower than this lowers the limit, milliseconds.
+    pub latency_threshold_ms: u64,
+    /// `aimd`: the limit is multiplied by this percentage after a slow or overloaded response.
+    pub backoff_percent: u8,
+    /// `Retry-After` of a shed request, seconds.
+    pub retry_after_secs: u32,
+    /// Paths never limited (`/exact`, `/prefix/*`).
+    pub exempt_paths: Vec<String>,
+}
+
+impl Default for ConcurrencySection {
+    fn default() -> Self {
+        let d = ConcurrencySettings::default();
+        Self {
+            enabled: true,
+            max_in_flight: 4096,
+            algorithm: d.algorithm,
+            min_in_flight: 16,
+            latency_threshold_ms: d.latency_threshold_ms,
+            backoff_percent: d.backoff_percent,
+            retry_after_secs: d.retry_after_secs,
+            exempt_paths: vec!["/health/*".to_owned(), "/metrics".to_owned()],
+        }
+    }
+}
+
+impl ConcurrencySection {
+    /// The layer configuration (component name `concurrency`).
+    pub fn config(&self) -> Result<ConcurrencyLimitConfig, palisade::concurrency::ConfigError> {
+        self.exempt_paths
+            .iter()
+            .fold(ConcurrencyLimitConfig::builder(), |b, p| {
+                b.exempt_path(p.clone())
+            })
+            .settings(ConcurrencySettings {
+                enabled: self.enabled,
+                max_in_flight: self.max_in_flight,
+                algorithm: self.algorithm,
+                min_in_flight: self.min_in_flight,
+                latency_threshold_ms: self.latency_threshold_ms,
+                backoff_percent: self.backoff_percent,
+                retry_after_secs: self.retry_after_secs,
+            })
+            .build()
     }
 }
 

@@ -192,6 +192,8 @@ pub(crate) const SECTIONS: &[&str] = &[
     "cache.names",
     "cache.names.store",
     "breaker",
+    "timeout",
+    "concurrency",
     "server.backlog",
     "nope",
 ];

@@ -45,7 +45,7 @@ pub struct ConcurrencySettings {
     pub max_in_flight: u32,
     /// How the limit moves.
     pub algorithm: Algorithm,
-    /// `aimd`: the floor of the limit; `1 ..= max_in_flight`.
+    /// `aimd`: the floor of the limit; at least 1, and at most `max_in_flight` with `aimd`.
     pub min_in_flight: u32,
     /// `aimd`: a response slower than this is a drop; `1 ..= 3 600 000` ms.
     pub latency_threshold_ms: u64,
@@ -76,7 +76,10 @@ impl ConcurrencySettings {
         if self.max_in_flight == 0 || self.max_in_flight > MAX_LIMIT {
             errors.push(ConfigError::MaxInFlight(self.max_in_flight));
         }
-        if self.min_in_flight == 0 || self.min_in_flight > self.max_in_flight {
+        // The floor only matters to AIMD: a fixed limit may go below it.
+        if self.min_in_flight == 0
+            || (self.algorithm == Algorithm::Aimd && self.min_in_flight > self.max_in_flight)
+        {
             errors.push(ConfigError::MinInFlight {
                 min: self.min_in_flight,
                 max: self.max_in_flight,
@@ -102,7 +105,7 @@ pub enum ConfigError {
     /// `max_in_flight` outside `1 ..= 1 000 000`.
     #[error("concurrency.max_in_flight must be between 1 and {MAX_LIMIT} (got {0})")]
     MaxInFlight(u32),
-    /// `min_in_flight` outside `1 ..= max_in_flight`.
+    /// `min_in_flight` of 0, or above `max_in_flight` with `aimd`.
     #[error("concurrency.min_in_flight must be between 1 and max_in_flight ({max}) (got {min})")]
     MinInFlight {
         /// The floor given.

@@ -198,9 +198,15 @@ async fn invalid_changes_are_refused_with_reasons_and_change_nothing() {
         .apply(&json!({ "max_in_flight": 0, "backoff_percent": 10 }), false)
         .unwrap_err();
     let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-    assert_eq!(
-        fields,
-        ["max_in_flight", "min_in_flight", "backoff_percent"]
+    assert_eq!(fields, ["max_in_flight", "backoff_percent"]);
+    // The floor only binds AIMD.
+    let errors = c
+        .apply(&json!({ "algorithm": "aimd", "min_in_flight": 9 }), false)
+        .unwrap_err();
+    assert_eq!(errors[0].field, "min_in_flight");
+    assert!(
+        c.apply(&json!({ "max_in_flight": 1, "min_in_flight": 9 }), true)
+            .is_ok()
     );
     assert!(c.apply(&json!({ "algorithm": "vegas" }), false).is_err());
     assert!(c.apply(&json!({ "limit": 3 }), false).is_err());

@@ -33,13 +33,14 @@
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use http_body_util::Full;
-//! use palisade::timeout::{TimeoutConfig, TimeoutLayer};
+//! use palisade::timeout::{TimeoutBody, TimeoutConfig, TimeoutLayer};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! let (layer, handle) = TimeoutLayer::new(
 //!     TimeoutConfig::builder().timeout(Duration::from_millis(100)).build()?,
 //! );
-//! let svc = ServiceBuilder::new().layer(layer).service_fn(|req: http::Request<Full<Bytes>>| async move {
+//! // The service sees the request body as a `TimeoutBody` (the same bytes, watched).
+//! let svc = ServiceBuilder::new().layer(layer).service_fn(|req: http::Request<TimeoutBody<Full<Bytes>>>| async move {
 //!     // A handler that takes as long as the query string says.
 //!     let ms: u64 = req.uri().query().unwrap_or("0").parse().unwrap_or(0);
 //!     tokio::time::sleep(Duration::from_millis(ms)).await;
