@@ -175,6 +175,7 @@ async fn over_limit_requests_are_shed_while_the_rest_keep_their_latency() {
             other => panic!("unexpected {other}: {}", res.text()),
         }
     }
+    eprintln!("admitted after {ok:?}; shed after {shed:?}");
     assert!(
         (1..=2).contains(&ok.len()),
         "admitted {ok:?}, shed {shed:?}"
