@@ -81,6 +81,8 @@
 //! | `rate_limit`      | `RateLimitLayer`                       | `PolicyHandle`         | GCRA per client IP, header, route or closure; local, shared-memory or Redis state; 429 + `Retry-After` + `RateLimit` headers |
 //! | `circuit_breaker` | `CircuitBreakerLayer`                  | `CircuitBreakerHandle` | resilience4j semantics, keyed per route or host; inbound 503 or outbound `CallError` |
 //! | `cache`           | `TwoLevelCache`, `ResponseCacheLayer`  | `CacheHandle`, `ResponseCacheHandle` | moka L1 + Redis L2, single flight, fail-safe, pub/sub invalidation; RFC 9111 response cache with `Cache-Status` |
+//! | `timeout`         | `TimeoutLayer`                         | `TimeoutHandle`        | a deadline per request: 504 problem, or 408 while the request body is still arriving; inner future dropped at the deadline |
+//! | `concurrency`     | `ConcurrencyLimitLayer`                | `ConcurrencyLimitHandle` | at most N requests in flight (fixed or AIMD); beyond, 503 + `Retry-After` at once, never a queue |
 //! | `admin`           | `admin::router`                        | (serves the registry)  | authenticated JSON API: snapshots, SSE stream, `PUT` with `If-Match`, actions, audit log |
 //! | `stack`           | `StackLayer` (from `Stack::build`)     | all of the above       | every layer in the right order from one builder, one registry, admin router, serve helper |
 //! | `serve`           | `serve()`                              | (follows a `Drain`)    | accept loop with connect info, graceful drain, signals, header timeouts, connection cap |
@@ -119,6 +121,8 @@
 //! | `redis`           | Redis L2, distributed limits, invalidation backplane         |
 //! | `shutdown`        | graceful drain coordinator                                   |
 //! | `observe`         | request ids, trace context, spans, metrics, live histograms  |
+//! | `timeout`         | the request timeout layer (504 / 408)                        |
+//! | `concurrency-limit` | the concurrency limit with load shedding (503)             |
 //! | `admin`           | the admin HTTP router over the control registry              |
 //! | `serve`           | the drain-aware accept loop (`palisade::serve`)              |
 //! | `stack`           | `palisade::Stack` (needs every layer, `admin` and `serve`)   |
@@ -141,10 +145,14 @@ pub mod admin;
 pub mod cache;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
+#[cfg(feature = "concurrency-limit")]
+pub mod concurrency;
 pub mod control;
 pub mod health;
 #[cfg(feature = "observe")]
 pub mod observe;
+#[cfg(any(feature = "timeout", feature = "concurrency-limit"))]
+mod path_pattern;
 pub mod problem;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
@@ -156,6 +164,8 @@ pub mod shutdown;
 #[cfg(feature = "stack")]
 #[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
 pub mod stack;
+#[cfg(feature = "timeout")]
+pub mod timeout;
 
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]

@@ -15,6 +15,8 @@ use std::time::Duration;
 use crate::settings::cache::CacheSettings;
 use crate::settings::rate_limit::{BuildContext, RateLimitSettings, StoreSetting};
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerSettings};
+use palisade::concurrency::{Algorithm, ConcurrencyLimitConfig, ConcurrencySettings};
+use palisade::timeout::{TimeoutConfig, TimeoutSettings};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -42,6 +44,10 @@ pub struct Config {
     pub breaker: CircuitBreakerSettings,
     /// The users database (`[database]`).
     pub database: crate::db::DatabaseConfig,
+    /// The request timeout (`[timeout]`).
+    pub timeout: TimeoutSection,
+    /// The concurrency limit and load shedding (`[concurrency]`).
+    pub concurrency: ConcurrencySection,
 }
 
 impl Default for Config {
@@ -57,6 +63,8 @@ impl Default for Config {
             cache: CacheSettings::default(),
             breaker: CircuitBreakerSettings::default(),
             database: crate::db::DatabaseConfig::default(),
+            timeout: TimeoutSection::default(),
+            concurrency: ConcurrencySection::default(),
         }
     }
 }
@@ -474,6 +482,12 @@ impl Config {
             problems.push(format!("breaker: {e}"));
         }
         problems.extend(self.database.problems());
+        if let Err(e) = self.timeout.config() {
+            problems.push(e.to_string());
+        }
+        if let Err(e) = self.concurrency.config() {
+            problems.push(e.to_string());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -510,6 +524,103 @@ impl Config {
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The request timeout (`[timeout]`): `504`, or `408` while the request body is still
+/// arriving. Runtime component `timeout` (kind `limit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutSection {
+    /// Time requests at all.
+    pub enabled: bool,
+    /// Deadline for the response head, milliseconds (1 to 86400000).
+    pub timeout_ms: u64,
+    /// Paths never timed (`/exact`, `/prefix/*`).
+    pub exempt_paths: Vec<String>,
+}
+
+impl Default for TimeoutSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout_ms: 30_000,
+            exempt_paths: vec!["/health/*".to_owned(), "/metrics".to_owned()],
+        }
+    }
+}
+
+impl TimeoutSection {
+    /// The layer configuration (component name `timeout`).
+    pub fn config(&self) -> Result<TimeoutConfig, palisade::timeout::ConfigError> {
+        self.exempt_paths
+            .iter()
+            .fold(TimeoutConfig::builder(), |b, p| b.exempt_path(p.clone()))
+            .settings(TimeoutSettings {
+                enabled: self.enabled,
+                timeout_ms: self.timeout_ms,
+            })
+            .build()
+    }
+}
+
+/// The concurrency limit (`[concurrency]`): beyond `max_in_flight` requests in flight per
+/// worker, `503` with `Retry-After`. Runtime component `concurrency` (kind `limit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConcurrencySection {
+    /// Limit requests at all.
+    pub enabled: bool,
+    /// Requests in flight per worker (`fixed`), or the ceiling (`aimd`); 1 to 1000000.
+    pub max_in_flight: u32,
+    /// `fixed` or `aimd` (adaptive).
+    pub algorithm: Algorithm,
+    /// `aimd`: the floor of the limit.
+    pub min_in_flight: u32,
+    /// `aimd`: a response slower than this lowers the limit, milliseconds.
+    pub latency_threshold_ms: u64,
+    /// `aimd`: the limit is multiplied by this percentage after a slow or overloaded response.
+    pub backoff_percent: u8,
+    /// `Retry-After` of a shed request, seconds.
+    pub retry_after_secs: u32,
+    /// Paths never limited (`/exact`, `/prefix/*`).
+    pub exempt_paths: Vec<String>,
+}
+
+impl Default for ConcurrencySection {
+    fn default() -> Self {
+        let d = ConcurrencySettings::default();
+        Self {
+            enabled: true,
+            max_in_flight: 4096,
+            algorithm: d.algorithm,
+            min_in_flight: 16,
+            latency_threshold_ms: d.latency_threshold_ms,
+            backoff_percent: d.backoff_percent,
+            retry_after_secs: d.retry_after_secs,
+            exempt_paths: vec!["/health/*".to_owned(), "/metrics".to_owned()],
+        }
+    }
+}
+
+impl ConcurrencySection {
+    /// The layer configuration (component name `concurrency`).
+    pub fn config(&self) -> Result<ConcurrencyLimitConfig, palisade::concurrency::ConfigError> {
+        self.exempt_paths
+            .iter()
+            .fold(ConcurrencyLimitConfig::builder(), |b, p| {
+                b.exempt_path(p.clone())
+            })
+            .settings(ConcurrencySettings {
+                enabled: self.enabled,
+                max_in_flight: self.max_in_flight,
+                algorithm: self.algorithm,
+                min_in_flight: self.min_in_flight,
+                latency_threshold_ms: self.latency_threshold_ms,
+                backoff_percent: self.backoff_percent,
+                retry_after_secs: self.retry_after_secs,
+            })
+            .build()
+    }
 }
 
 /// Why the configuration could not be loaded.

@@ -193,6 +193,8 @@ pub(crate) const SECTIONS: &[&str] = &[
     "cache.names.store",
     "breaker",
     "database",
+    "timeout",
+    "concurrency",
     "server.backlog",
     "nope",
 ];
