@@ -14,7 +14,7 @@ use palisade::rate_limit::{BuildContext, ShmZone};
 use palisade::shutdown::shutdown_signal;
 
 use crate::worker::WORKER_ENV;
-use crate::{admin, fd, serve, supervisor, worker};
+use crate::{admin, balance, fd, serve, supervisor, worker};
 
 /// Exit code for invalid configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -254,13 +254,23 @@ async fn run_worker(config: Config, id: u32) -> std::io::Result<()> {
     for (name, fd) in fd::take_zones_from_env()? {
         ctx = ctx.with_shm_zone(name, ShmZone::attach(fd)?);
     }
+    let load = match (
+        fd::take_from_env(balance::LOAD_FD_ENV)?,
+        std::env::var(balance::LOAD_SLOT_ENV).ok(),
+    ) {
+        (Some(table), Some(slot)) => {
+            let slot = slot.parse().map_err(|_| missing("a valid load slot"))?;
+            Some(balance::LoadTable::attach(table)?.worker(slot)?)
+        }
+        _ => None,
+    };
     let listener = std::net::TcpListener::from(listener);
     listener.set_nonblocking(true)?;
     let control = std::os::unix::net::UnixStream::from(control);
     let exporter = install_metrics();
     let app = app::build(config, id, &ctx, exporter.as_ref())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    worker::run(app, listener, control).await
+    worker::run(app, listener, load, control).await
 }
 
 async fn run_supervisor(config: Config, overrides: Overrides) -> std::io::Result<u8> {

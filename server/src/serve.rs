@@ -21,10 +21,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use palisade::shutdown::{Drain, DrainReport};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt as _};
 
+use crate::balance::{Acceptor, WorkerLoad};
 use crate::config::ServerConfig;
 
 /// How long a draining worker waits for idle keep-alive (and accepted, unread) connections to
@@ -66,7 +66,28 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let listener = TcpListener::from_std(listener)?;
+    serve_balanced(listener, None, app, config, drain).await
+}
+
+/// [`serve`], taking only this worker's share of connections when `load` is given (see
+/// [`crate::balance`]).
+pub async fn serve_balanced<S, B>(
+    listener: std::net::TcpListener,
+    load: Option<WorkerLoad>,
+    app: S,
+    config: &ServerConfig,
+    drain: Drain,
+) -> std::io::Result<DrainReport>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut listener = Acceptor::new(listener, load)?;
     let builder = Arc::new(connection_builder(config));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(connection_slots(config.max_connections)));
@@ -80,7 +101,7 @@ where
             () = &mut stopped => break,
             permit = Arc::clone(&slots).acquire_owned() => permit.expect("semaphore never closed"),
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, counted) = tokio::select! {
             biased;
             () = &mut stopped => break,
             accepted = listener.accept() => match accepted {
@@ -108,7 +129,7 @@ where
             if let Err(error) = conn.await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, counted));
         });
     }
     drop(listener);

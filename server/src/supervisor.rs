@@ -35,6 +35,7 @@ use palisade::control::model::{StatusCounts, WorkerInfo};
 use palisade::observe::{StatsConfig, StatsRecorder, StatsSnapshot};
 use palisade::rate_limit::ShmZone;
 
+use crate::balance::{self, LoadTable};
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
 use crate::config::{self, Config, Overrides};
 use crate::fd::{self, CONTROL_FD_ENV, LISTEN_FD_ENV};
@@ -125,6 +126,8 @@ struct Proc {
     /// The last exposition this worker sent (kept apart from `hb`, which is cloned often).
     metrics: Option<Arc<str>>,
     tx: mpsc::Sender<SupervisorMsg>,
+    /// This process's slot in the load table.
+    load_slot: Option<usize>,
     recycle_after_requests: Option<u64>,
     recycle_after_age: Option<Duration>,
 }
@@ -182,6 +185,17 @@ struct Supervisor {
     /// the deleted old file.
     exe: std::path::PathBuf,
     _zone_fds: Vec<std::os::fd::OwnedFd>,
+    /// Open connections per worker process, shared with the workers (see [`balance`]).
+    load: Option<Balance>,
+}
+
+/// The supervisor's side of the load table: the table, the descriptor workers inherit, and
+/// which slots are taken.
+#[derive(Debug)]
+struct Balance {
+    table: Arc<LoadTable>,
+    fd: std::os::fd::OwnedFd,
+    used: Vec<bool>,
 }
 
 /// Runs the supervisor until every worker has drained after SIGTERM/SIGINT; returns the exit
@@ -207,6 +221,17 @@ pub async fn run(
             .build()
             .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
+    let load = match LoadTable::create() {
+        Ok(table) => Some(Balance {
+            fd: table.inheritable_fd()?,
+            table,
+            used: vec![false; balance::CAPACITY],
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "no shared load table; workers accept without balancing");
+            None
+        }
+    };
     let (events_tx, mut events) = mpsc::channel(1024);
     let (commands_tx, mut commands) = mpsc::channel(64);
     let view = Arc::new(RwLock::new(View::default()));
@@ -241,6 +266,7 @@ pub async fn run(
         zones_env: zones_env.join(","),
         exe: std::env::current_exe()?,
         _zone_fds: zone_fds,
+        load,
     };
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -343,10 +369,24 @@ impl Supervisor {
             .env(CONTROL_FD_ENV, theirs.as_raw_fd().to_string())
             .env(fd::SHM_ZONES_ENV, &self.zones_env)
             .stdin(std::process::Stdio::null());
+        let load_slot = self.load.as_mut().and_then(|b| {
+            let index = b.used.iter().position(|used| !used)?;
+            b.used[index] = true;
+            b.table.assign(index);
+            cmd.env(balance::LOAD_FD_ENV, b.fd.as_raw_fd().to_string())
+                .env(balance::LOAD_SLOT_ENV, index.to_string());
+            Some(index)
+        });
         fd::set_inheritable(&self.config_file, true)?;
         let spawned = cmd.spawn();
         fd::set_inheritable(&self.config_file, false)?;
-        let mut child = spawned?;
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                self.release_load_slot(load_slot);
+                return Err(error);
+            }
+        };
         drop(theirs);
         let pid = child.id().unwrap_or(0);
 
@@ -408,6 +448,7 @@ impl Supervisor {
                 hb: Heartbeat::default(),
                 metrics: None,
                 tx,
+                load_slot,
                 recycle_after_requests,
                 recycle_after_age,
             },
@@ -415,6 +456,13 @@ impl Supervisor {
         self.slots.entry(id).or_default().restart_at = None;
         tracing::info!(worker_id = id, pid, "worker spawned");
         Ok(pid)
+    }
+
+    fn release_load_slot(&mut self, index: Option<usize>) {
+        if let (Some(b), Some(index)) = (self.load.as_mut(), index) {
+            b.table.release(index);
+            b.used[index] = false;
+        }
     }
 
     fn send(&self, pid: u32, msg: SupervisorMsg) {
@@ -571,6 +619,7 @@ impl Supervisor {
         let Some(p) = self.procs.remove(&pid) else {
             return;
         };
+        self.release_load_slot(p.load_slot);
         self.retired_requests += p.hb.requests;
         self.retired_status.add(&p.hb.status);
         let intended = p.state == ProcState::Draining;

@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::app::{App, AppState};
+use crate::balance::WorkerLoad;
 use palisade::observe::PrometheusExporter;
 
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
@@ -20,10 +21,12 @@ use crate::serve;
 /// Environment variable carrying the worker slot id; its presence makes `palisade` a worker.
 pub const WORKER_ENV: &str = "PALISADE_WORKER";
 
-/// Runs worker `worker_id` on `listener` until the supervisor drains it or goes away.
+/// Runs worker `worker_id` on `listener` until the supervisor drains it or goes away; with
+/// `load`, it takes only its share of connections (see [`crate::balance`]).
 pub async fn run(
     app: App,
     listener: std::net::TcpListener,
+    load: Option<WorkerLoad>,
     control: std::os::unix::net::UnixStream,
 ) -> std::io::Result<()> {
     let App { state, service } = app;
@@ -132,7 +135,8 @@ pub async fn run(
     state.set_ready(true);
     let _ = out_tx.send(WorkerMsg::Ready).await;
     tracing::info!(worker_id, pid = std::process::id(), "worker ready");
-    let report = serve::serve(listener, service, &config.server, state.drain.clone()).await?;
+    let report =
+        serve::serve_balanced(listener, load, service, &config.server, state.drain.clone()).await?;
     tracing::info!(
         worker_id,
         pid = std::process::id(),
