@@ -28,6 +28,8 @@
 #                    counted over CALLGRIND_REQUESTS=5000 keep-alive requests on each of $PATHS
 #                    after a warm-up (instrumentation is switched on for the measured requests
 #                    only, so start-up and warm-up are not counted)
+#   PALISADE=path    the palisade binary to measure (default target/release/palisade), e.g. a
+#                    copy built from another commit, for before/after numbers
 #   OUT=bench/results
 #
 # Writes $OUT/<timestamp>.md, .json and .png (rps and p99 per target and path), and the raw
@@ -76,6 +78,7 @@ FLOODS="$RUN_DIR/flood.jsonl"
 : >"$FLOODS"
 VENV="bench/.venv"
 BIN="target/release"
+PALISADE="${PALISADE:-$BIN/palisade}" # the Palisade binary under test (e.g. a copy of main's)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -242,7 +245,7 @@ start_target() {
       [[ "$t" == palisade-w2 ]] && mode=(--workers 2)
       palisade_config "$RUN_DIR/$t.toml" "$admin" "$policy"
       PORT[$t-admin]="$admin"
-      start "$t" "$BIN/palisade" --config "$RUN_DIR/$t.toml" "${mode[@]}" --bind "127.0.0.1:$port"
+      start "$t" "$PALISADE" --config "$RUN_DIR/$t.toml" "${mode[@]}" --bind "127.0.0.1:$port"
       ;;
     aiohttp)
       start "$t" "$VENV/bin/gunicorn" --chdir bench/python aiohttp_app:app \
@@ -288,12 +291,19 @@ tree_stats() {
 
 TICKS="$(getconf CLK_TCK)"
 
+admin_snapshot() { # admin_snapshot TARGET: the admin snapshot JSON of a Palisade target
+  curl -s -m 5 -H "Authorization: Bearer $(cat "$RUN_DIR/admin.token")" \
+    "http://127.0.0.1:${PORT[$1-admin]}/admin/v1/snapshot"
+}
+
 # measure TARGET PATH ROUND LABEL [LUA]: one wrk run; appends a JSON record to $RUNS.
 measure() {
   local t="$1" path="$2" round="$3" label="$4" lua="${5:-bench/wrk/report.lua}"
   local port="${PORT[$t]}" pid="${PID[$t]}" load before after peak_rss=0 peak_pss=0 out line
   load="$(cut -d' ' -f1-3 /proc/loadavg)"
   read -r _ _ before _ _ <<<"$(tree_stats "$pid")"
+  local snap_before="$RUN_DIR/snap-$label-before.json"
+  [[ -n "${PORT[$t-admin]:-}" ]] && admin_snapshot "$t" >"$snap_before"
   out="$RUN_DIR/wrk-$label.txt"
   "${LOAD_WRAP[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$lua" \
     "http://127.0.0.1:$port$path" >"$out" 2>&1 &
@@ -309,6 +319,18 @@ measure() {
   read -r _ _ after _ _ <<<"$(tree_stats "$pid")"
   line="$(grep '^{"requests"' "$out" || true)"
   [[ -n "$line" ]] || die "no wrk summary for $t$path (see $out)"
+  if [[ "$t" == palisade-w2 ]]; then
+    # Each worker's share of the requests, from the supervisor's counters (heartbeats lag).
+    sleep 1
+    admin_snapshot "$t" | python3 -c '
+import json, sys
+before = {w["pid"]: w["requests"] for w in json.load(open(sys.argv[1]))["workers"]}
+after = {w["pid"]: w["requests"] for w in json.load(sys.stdin)["workers"]}
+served = {p: n - before.get(p, 0) for p, n in after.items()}
+total = sum(served.values()) or 1
+print("  worker shares: " + ", ".join(f"{p}: {100 * n / total:.1f} %" for p, n in sorted(served.items())))
+' "$snap_before" >&2 || log "no worker shares for $t"
+  fi
   printf '{"target":"%s","path":"%s","round":%s,"loadavg":"%s","cpu_s":%s,"peak_rss_kb":%s,"peak_pss_kb":%s,"wrk":%s}\n' \
     "$t" "$path" "$round" "$load" "$(awk -v d=$((after - before)) -v t="$TICKS" 'BEGIN{printf "%.2f", d/t}')" \
     "$peak_rss" "$peak_pss" "$line" >>"$RUNS"

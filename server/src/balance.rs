@@ -370,6 +370,16 @@ impl Gated {
     }
 }
 
+#[cfg(test)]
+impl Acceptor {
+    fn load(&self) -> &WorkerLoad {
+        match self {
+            Self::Gated(gated) => &gated.load,
+            Self::Plain(_) => unreachable!("a plain acceptor has no load slot"),
+        }
+    }
+}
+
 impl Drop for Gated {
     fn drop(&mut self) {
         // Stopped accepting (drain): the other workers no longer compare with this one.
@@ -428,6 +438,38 @@ mod tests {
         assert!(a.admits(), "a draining worker takes no connections");
         table.release(5);
         assert!(a.admits());
+    }
+
+    #[tokio::test]
+    async fn two_gated_acceptors_split_a_burst_evenly() {
+        let table = LoadTable::create().expect("table");
+        table.assign(0);
+        table.assign(1);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let second = listener.try_clone().expect("clone");
+        let mut a = Acceptor::new(listener, Some(table.worker(0).expect("slot"))).expect("a");
+        let mut b = Acceptor::new(second, Some(table.worker(1).expect("slot"))).expect("b");
+        // The whole burst is queued before either accepts, as when one worker is woken first.
+        let _clients: Vec<_> = (0..8)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+        while to_a.len() + to_b.len() < 8 {
+            tokio::select! {
+                conn = a.accept() => to_a.push(conn.expect("accept")),
+                conn = b.accept() => to_b.push(conn.expect("accept")),
+            }
+        }
+        assert_eq!((to_a.len(), to_b.len()), (4, 4));
+        assert_eq!((table.active(0), table.active(1)), (4, 4));
+        drop(to_a);
+        assert_eq!(table.active(0), 0, "closing a connection uncounts it");
+        drop(a);
+        assert!(
+            b.load().admits(),
+            "a worker that stopped accepting is not compared"
+        );
     }
 
     #[test]
