@@ -20,6 +20,16 @@
 #   PROFILE=1        after the rounds, record `perf` on palisade (single process, /plaintext)
 #   MICRO=1          also run every layer's criterion micro-benchmarks (`cargo bench -p palisade`,
 #                    short settings) into $OUT/<timestamp>/micro.txt
+#   PINNED=1         servers on CPU 1 (`taskset -c 1`), wrk on CPU 0 (`taskset -c 0`, THREADS=1
+#                    unless set); `palisade-w2` stays unpinned (two workers on one core say
+#                    nothing). Ratios are per round, rounds alternate the order.
+#   CALLGRIND=1      instead of the load rounds: user-space instructions per request of every
+#                    single-process target in $TARGETS under `valgrind --tool=callgrind`,
+#                    counted over CALLGRIND_REQUESTS=5000 keep-alive requests on each of $PATHS
+#                    after a warm-up (instrumentation is switched on for the measured requests
+#                    only, so start-up and warm-up are not counted)
+#   PALISADE=path    the palisade binary to measure (default target/release/palisade), e.g. a
+#                    copy built from another commit, for before/after numbers
 #   OUT=bench/results
 #
 # Writes $OUT/<timestamp>.md, .json and .png (rps and p99 per target and path), and the raw
@@ -45,6 +55,17 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 PROFILE="${PROFILE:-0}"
 MICRO="${MICRO:-0}"
 OUT="${OUT:-bench/results}"
+PINNED="${PINNED:-0}"
+CALLGRIND="${CALLGRIND:-0}"
+CALLGRIND_REQUESTS="${CALLGRIND_REQUESTS:-5000}"
+if [[ "$PINNED" == 1 ]]; then
+  THREADS="${THREADS_PINNED:-1}"
+  SERVER_WRAP=(taskset -c 1)
+  LOAD_WRAP=(taskset -c 0)
+else
+  SERVER_WRAP=()
+  LOAD_WRAP=()
+fi
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 RUN_DIR="$OUT/$STAMP"
@@ -57,6 +78,7 @@ FLOODS="$RUN_DIR/flood.jsonl"
 : >"$FLOODS"
 VENV="bench/.venv"
 BIN="target/release"
+PALISADE="${PALISADE:-$BIN/palisade}" # the Palisade binary under test (e.g. a copy of main's)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -83,6 +105,9 @@ need_apt() {
 command -v wrk >/dev/null || need_apt wrk
 command -v gnuplot >/dev/null || need_apt gnuplot-nox
 command -v curl >/dev/null || need_apt curl
+if [[ "$CALLGRIND" == 1 ]]; then
+  command -v valgrind >/dev/null || need_apt valgrind
+fi
 command -v python3 >/dev/null || die "python3 is required"
 
 wants() { # wants TARGET: whether TARGET is in $TARGETS
@@ -138,9 +163,10 @@ free_port() {
 # start TARGET CMD...: runs CMD in a new session (so the whole tree can be stopped), logs to
 # $RUN_DIR/logs/TARGET.log.
 start() {
-  local target="$1"
+  local target="$1" wrap=("${SERVER_WRAP[@]}")
   shift
-  setsid "$@" >"$RUN_DIR/logs/$target.log" 2>&1 </dev/null &
+  [[ "$target" == palisade-w2 ]] && wrap=()
+  setsid "${wrap[@]}" "$@" >"$RUN_DIR/logs/$target.log" 2>&1 </dev/null &
   PID[$target]=$!
 }
 
@@ -219,7 +245,7 @@ start_target() {
       [[ "$t" == palisade-w2 ]] && mode=(--workers 2)
       palisade_config "$RUN_DIR/$t.toml" "$admin" "$policy"
       PORT[$t-admin]="$admin"
-      start "$t" "$BIN/palisade" --config "$RUN_DIR/$t.toml" "${mode[@]}" --bind "127.0.0.1:$port"
+      start "$t" "$PALISADE" --config "$RUN_DIR/$t.toml" "${mode[@]}" --bind "127.0.0.1:$port"
       ;;
     aiohttp)
       start "$t" "$VENV/bin/gunicorn" --chdir bench/python aiohttp_app:app \
@@ -265,14 +291,21 @@ tree_stats() {
 
 TICKS="$(getconf CLK_TCK)"
 
+admin_snapshot() { # admin_snapshot TARGET: the admin snapshot JSON of a Palisade target
+  curl -s -m 5 -H "Authorization: Bearer $(cat "$RUN_DIR/admin.token")" \
+    "http://127.0.0.1:${PORT[$1-admin]}/admin/v1/snapshot"
+}
+
 # measure TARGET PATH ROUND LABEL [LUA]: one wrk run; appends a JSON record to $RUNS.
 measure() {
   local t="$1" path="$2" round="$3" label="$4" lua="${5:-bench/wrk/report.lua}"
   local port="${PORT[$t]}" pid="${PID[$t]}" load before after peak_rss=0 peak_pss=0 out line
   load="$(cut -d' ' -f1-3 /proc/loadavg)"
   read -r _ _ before _ _ <<<"$(tree_stats "$pid")"
+  local snap_before="$RUN_DIR/snap-$label-before.json"
+  [[ -n "${PORT[$t-admin]:-}" ]] && admin_snapshot "$t" >"$snap_before"
   out="$RUN_DIR/wrk-$label.txt"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$lua" \
+  "${LOAD_WRAP[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$lua" \
     "http://127.0.0.1:$port$path" >"$out" 2>&1 &
   local wrk_pid=$!
   sleep 1
@@ -286,6 +319,18 @@ measure() {
   read -r _ _ after _ _ <<<"$(tree_stats "$pid")"
   line="$(grep '^{"requests"' "$out" || true)"
   [[ -n "$line" ]] || die "no wrk summary for $t$path (see $out)"
+  if [[ "$t" == palisade-w2 ]]; then
+    # Each worker's share of the requests, from the supervisor's counters (heartbeats lag).
+    sleep 1
+    admin_snapshot "$t" | python3 -c '
+import json, sys
+before = {w["pid"]: w["requests"] for w in json.load(open(sys.argv[1]))["workers"]}
+after = {w["pid"]: w["requests"] for w in json.load(sys.stdin)["workers"]}
+served = {p: n - before.get(p, 0) for p, n in after.items()}
+total = sum(served.values()) or 1
+print("  worker shares: " + ", ".join(f"{p}: {100 * n / total:.1f} %" for p, n in sorted(served.items())))
+' "$snap_before" >&2 || log "no worker shares for $t"
+  fi
   printf '{"target":"%s","path":"%s","round":%s,"loadavg":"%s","cpu_s":%s,"peak_rss_kb":%s,"peak_pss_kb":%s,"wrk":%s}\n' \
     "$t" "$path" "$round" "$load" "$(awk -v d=$((after - before)) -v t="$TICKS" 'BEGIN{printf "%.2f", d/t}')" \
     "$peak_rss" "$peak_pss" "$line" >>"$RUNS"
@@ -312,6 +357,73 @@ memory_record() { # memory_record TARGET PHASE
 
 read -r -a TARGET_LIST <<<"$TARGETS"
 read -r -a PATH_LIST <<<"$PATHS"
+
+# ---------------------------------------------------------------------------------------------
+# Instructions per request (CALLGRIND=1)
+
+# keep_alive PORT PATH N: N sequential GETs of PATH on one keep-alive connection; fails on any
+# status but 200.
+keep_alive() {
+  python3 - "$@" <<'PY'
+import http.client, sys
+port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+for _ in range(n):
+    conn.request("GET", path)
+    res = conn.getresponse()
+    res.read()
+    if res.status != 200:
+        sys.exit(f"{path}: status {res.status}")
+PY
+}
+
+if [[ "$CALLGRIND" == 1 ]]; then
+  CG="$RUN_DIR/callgrind.jsonl"
+  : >"$CG"
+  for t in "${TARGET_LIST[@]}"; do
+    [[ "$t" == palisade-w2 || "$t" == aiohttp || "$t" == fastapi ]] && continue
+    for p in "${PATH_LIST[@]}"; do
+      label="$t$(tr '/' '_' <<<"$p")"
+      SERVER_WRAP=(valgrind --tool=callgrind --instr-atstart=no
+        "--callgrind-out-file=$RUN_DIR/callgrind-$label.out")
+      start_target "$t"
+      wait_ready "$t" "${PORT[$t]}"
+      keep_alive "${PORT[$t]}" "$p" 500
+      callgrind_control -i on "${PID[$t]}" >/dev/null
+      keep_alive "${PORT[$t]}" "$p" "$CALLGRIND_REQUESTS"
+      callgrind_control -d "$label" "${PID[$t]}" >/dev/null
+      callgrind_control -i off "${PID[$t]}" >/dev/null
+      dump="$(ls -t "$RUN_DIR/callgrind-$label.out"* | grep -v '\.out$' | head -1 || true)"
+      [[ -n "$dump" ]] || dump="$RUN_DIR/callgrind-$label.out"
+      ir="$(awk '/^(summary|totals):/{print $2; exit}' "$dump")"
+      # Time-driven work that runs inline on a request: the live statistics' once-a-second
+      # flush. Under callgrind the requests take ~50x longer, so it would be counted ~50x too
+      # often per request; it is reported apart and left out of the per-request count.
+      timed="$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
+        awk '/StatsRecorder::flush \[/{gsub(",", "", $1); print $1; exit}')"
+      printf '{"target":"%s","path":"%s","requests":%s,"instructions":%s,"once_a_second":%s}\n' \
+        "$t" "$p" "$CALLGRIND_REQUESTS" "${ir:-0}" "${timed:-0}" >>"$CG"
+      log "callgrind $t $p: $(((${ir:-0} - ${timed:-0}) / CALLGRIND_REQUESTS)) instructions/request"
+      kill -TERM -- "-${PID[$t]}" 2>/dev/null || true
+      wait "${PID[$t]}" 2>/dev/null || true
+      unset "PID[$t]"
+    done
+  done
+  python3 - "$CG" <<'PY' | tee "$OUT/$STAMP-callgrind.md"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+per = {(r["target"], r["path"]): (r["instructions"] - r["once_a_second"]) / r["requests"] for r in rows}
+print("| target | path | instructions/request | vs bare | once-a-second flush (excluded) |")
+print("|---|---|---:|---:|---:|")
+for r in rows:
+    t, p = r["target"], r["path"]
+    bare = per.get(("bare", p))
+    ratio = f"{per[(t, p)] / bare:.2f}x" if bare else "-"
+    print(f"| {t} | `{p}` | {per[(t, p)]:,.0f} | {ratio} | {r['once_a_second']:,} |")
+PY
+  log "wrote $OUT/$STAMP-callgrind.md and $CG"
+  exit 0
+fi
 LIMITED_LIST=()
 [[ "$LIMITED" == 1 ]] && LIMITED_LIST=(offshelf-429 palisade-429)
 
@@ -342,7 +454,7 @@ done
 log "warm-up: ${WARMUP} s per pair"
 for pair in "${PAIRS[@]}"; do
   read -r t p <<<"$pair"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$t]}$p" >/dev/null 2>&1 ||
+  "${LOAD_WRAP[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$t]}$p" >/dev/null 2>&1 ||
     die "warm-up failed for $t$p"
 done
 for t in "${TARGET_LIST[@]}"; do

@@ -111,15 +111,18 @@ pub struct App {
 
 impl App {
     /// Serves the application on `listener` with `palisade::serve`, following the stack's
-    /// drain; `signals`: whether SIGTERM/SIGINT start the drain (not in a worker, whose
+    /// drain and, with `load`, taking only this worker's share of connections;
+    /// `signals`: whether SIGTERM/SIGINT start the drain (not in a worker, whose
     /// supervisor decides).
     pub async fn serve(
         self,
         listener: std::net::TcpListener,
+        load: Option<crate::balance::WorkerLoad>,
         config: ServeConfig,
         signals: bool,
     ) -> std::io::Result<DrainReport> {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        // A worker takes only its share of the connections (see `crate::balance`).
+        let listener = crate::balance::Acceptor::new(listener, load)?;
         match self.service {
             AppService::Around(service) => {
                 self.stack

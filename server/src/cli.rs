@@ -14,7 +14,7 @@ use palisade::observe::PrometheusExporter;
 use palisade::rate_limit::ShmZone;
 
 use crate::worker::WORKER_ENV;
-use crate::{admin, fd, supervisor, worker};
+use crate::{admin, balance, fd, supervisor, worker};
 use palisade::serve;
 
 /// Exit code for invalid configuration or usage (`EX_USAGE`).
@@ -235,7 +235,7 @@ async fn run_single(config: Config) -> std::io::Result<()> {
     app.state.set_ready(true);
     tracing::info!(addr = ?addr, pid = std::process::id(), "palisade serving (single process)");
     let report = app
-        .serve(listener, config.server.serve_config(), true)
+        .serve(listener, None, config.server.serve_config(), true)
         .await?;
     tracing::info!(completed = report.completed, cut = report.cut, "drained");
     Ok(())
@@ -288,6 +288,16 @@ async fn run_worker(config: Config, id: u32) -> std::io::Result<()> {
     for (name, fd) in fd::take_zones_from_env()? {
         ctx = ctx.with_shm_zone(name, ShmZone::attach(fd)?);
     }
+    let load = match (
+        fd::take_from_env(balance::LOAD_FD_ENV)?,
+        std::env::var(balance::LOAD_SLOT_ENV).ok(),
+    ) {
+        (Some(table), Some(slot)) => {
+            let slot = slot.parse().map_err(|_| missing("a valid load slot"))?;
+            Some(balance::LoadTable::attach(table)?.worker(slot)?)
+        }
+        _ => None,
+    };
     let listener = std::net::TcpListener::from(listener);
     listener.set_nonblocking(true)?;
     let control = std::os::unix::net::UnixStream::from(control);
@@ -295,7 +305,7 @@ async fn run_worker(config: Config, id: u32) -> std::io::Result<()> {
     let app = app::build(config, id, &ctx, exporter.as_ref())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     tokio::spawn(crate::log_limit::run_reporter());
-    worker::run(app, listener, control).await
+    worker::run(app, listener, load, control).await
 }
 
 async fn run_supervisor(config: Config, overrides: Overrides) -> std::io::Result<u8> {

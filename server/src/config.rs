@@ -819,6 +819,8 @@ const NON_KEY_ENV: &[&str] = &[
     "PALISADE_CONTROL_FD",
     "PALISADE_SHM_ZONES",
     "PALISADE_ADMIN_TOKEN",
+    "PALISADE_LOAD_FD",
+    "PALISADE_LOAD_SLOT",
 ];
 
 fn deserialize(

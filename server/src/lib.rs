@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod balance;
 pub mod channel;
 pub mod cli;
 pub mod config;

@@ -39,6 +39,7 @@ use palisade::control::model::{StatusCounts, WorkerInfo};
 use palisade::observe::{StatsConfig, StatsRecorder, StatsSnapshot};
 use palisade::rate_limit::ShmZone;
 
+use crate::balance::{self, LoadTable};
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
 use crate::config::{self, Config, Overrides};
 use crate::fd::{self, CONTROL_FD_ENV, LISTEN_FD_ENV};
@@ -179,6 +180,8 @@ struct Proc {
     /// The last exposition this worker sent (kept apart from `hb`, which is cloned often).
     metrics: Option<Arc<str>>,
     tx: mpsc::Sender<SupervisorMsg>,
+    /// This process's slot in the load table.
+    load_slot: Option<usize>,
     recycle_after_requests: Option<u64>,
     recycle_after_age: Option<Duration>,
 }
@@ -242,6 +245,8 @@ struct Supervisor {
     _zone_fds: Vec<std::os::fd::OwnedFd>,
     /// Cache invalidations between workers, in flight.
     invalidations: Invalidations,
+    /// Open connections per worker process, shared with the workers (see [`balance`]).
+    load: Option<Balance>,
 }
 
 /// Cache invalidations fanned out between workers (see `crate::db::invalidate`).
@@ -253,6 +258,15 @@ struct Invalidations {
     waiting: HashMap<(u32, u64), usize>,
     /// Workers owed a flush of a cache (an invalidation found their control queue full).
     flush: std::collections::BTreeSet<(u32, String)>,
+}
+
+/// The supervisor's side of the load table: the table, the descriptor workers inherit, and
+/// which slots are taken.
+#[derive(Debug)]
+struct Balance {
+    table: Arc<LoadTable>,
+    fd: std::os::fd::OwnedFd,
+    used: Vec<bool>,
 }
 
 /// Runs the supervisor until every worker has drained after SIGTERM/SIGINT; returns the exit
@@ -278,6 +292,17 @@ pub async fn run(
             .build()
             .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
+    let load = match LoadTable::create() {
+        Ok(table) => Some(Balance {
+            fd: table.inheritable_fd()?,
+            table,
+            used: vec![false; balance::CAPACITY],
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "no shared load table; workers accept without balancing");
+            None
+        }
+    };
     let (events_tx, mut events) = mpsc::channel(1024);
     let (commands_tx, mut commands) = mpsc::channel(64);
     let view = Arc::new(RwLock::new(View::default()));
@@ -320,6 +345,7 @@ pub async fn run(
         exe: std::env::current_exe()?,
         _zone_fds: zone_fds,
         invalidations: Invalidations::default(),
+        load,
     };
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -421,10 +447,24 @@ impl Supervisor {
             .env(CONTROL_FD_ENV, theirs.as_raw_fd().to_string())
             .env(fd::SHM_ZONES_ENV, &self.zones_env)
             .stdin(std::process::Stdio::null());
+        let load_slot = self.load.as_mut().and_then(|b| {
+            let index = b.used.iter().position(|used| !used)?;
+            b.used[index] = true;
+            b.table.assign(index);
+            cmd.env(balance::LOAD_FD_ENV, b.fd.as_raw_fd().to_string())
+                .env(balance::LOAD_SLOT_ENV, index.to_string());
+            Some(index)
+        });
         fd::set_inheritable(&self.config_file, true)?;
         let spawned = cmd.spawn();
         fd::set_inheritable(&self.config_file, false)?;
-        let mut child = spawned?;
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                self.release_load_slot(load_slot);
+                return Err(error);
+            }
+        };
         drop(theirs);
         let pid = child.id().unwrap_or(0);
 
@@ -486,6 +526,7 @@ impl Supervisor {
                 hb: Heartbeat::default(),
                 metrics: None,
                 tx,
+                load_slot,
                 recycle_after_requests,
                 recycle_after_age,
             },
@@ -493,6 +534,13 @@ impl Supervisor {
         self.slots.entry(id).or_default().restart_at = None;
         tracing::info!(worker_id = id, pid, "worker spawned");
         Ok(pid)
+    }
+
+    fn release_load_slot(&mut self, index: Option<usize>) {
+        if let (Some(b), Some(index)) = (self.load.as_mut(), index) {
+            b.table.release(index);
+            b.used[index] = false;
+        }
     }
 
     fn send(&self, pid: u32, msg: SupervisorMsg) {
@@ -740,6 +788,7 @@ impl Supervisor {
             .waiting
             .retain(|(from, _), _| *from != pid);
         self.invalidations.flush.retain(|(to, _)| *to != pid);
+        self.release_load_slot(p.load_slot);
         self.retired_requests += p.hb.requests;
         self.retired_status.add(&p.hb.status);
         let intended = p.state == ProcState::Draining;

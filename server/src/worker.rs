@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::app::{App, AppState};
+use crate::balance::WorkerLoad;
 use palisade::observe::PrometheusExporter;
 
 use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
@@ -19,10 +20,12 @@ use crate::channel::{self, Heartbeat, SupervisorMsg, WorkerMsg};
 /// Environment variable carrying the worker slot id; its presence makes `palisade` a worker.
 pub const WORKER_ENV: &str = "PALISADE_WORKER";
 
-/// Runs worker `worker_id` on `listener` until the supervisor drains it or goes away.
+/// Runs worker `worker_id` on `listener` until the supervisor drains it or goes away; with
+/// `load`, it takes only its share of connections (see [`crate::balance`]).
 pub async fn run(
     app: App,
     listener: std::net::TcpListener,
+    load: Option<WorkerLoad>,
     control: std::os::unix::net::UnixStream,
 ) -> std::io::Result<()> {
     let state = Arc::clone(&app.state);
@@ -139,7 +142,7 @@ pub async fn run(
     tracing::info!(worker_id, pid = std::process::id(), "worker ready");
     // The supervisor decides when to drain (over the control channel), so no signal handling.
     let report = app
-        .serve(listener, config.server.serve_config(), false)
+        .serve(listener, load, config.server.serve_config(), false)
         .await?;
     tracing::info!(
         worker_id,

@@ -61,9 +61,33 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt as _};
+
+/// Where [`serve`] takes its connections from: a [`TcpListener`], or an acceptor of your own
+/// that decides which connections this process takes (e.g. a pre-fork server's worker that
+/// leaves a connection to a less loaded sibling, like nginx's `accept_mutex`).
+pub trait Accept: Send + 'static {
+    /// Kept alive as long as its connection is served (e.g. a per-worker connection count);
+    /// `()` when nothing needs to be.
+    type Guard: Send + 'static;
+
+    /// The next connection, its peer address and its guard. Must be cancel-safe: the accept
+    /// loop drops the future when the drain stops accepting.
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr, Self::Guard)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Guard = ();
+
+    async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr, ())> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        Ok((stream, peer, ()))
+    }
+}
 
 /// How long a draining worker waits for idle keep-alive (and accepted, unread) connections to
 /// send one more request before closing them.
@@ -99,8 +123,9 @@ pub fn bind(config: &ServeConfig) -> std::io::Result<std::net::TcpListener> {
 /// follows ([`Serve::drain`]; by default a new one with [`DrainConfig::default`]), the connection
 /// settings ([`Serve::config`]) and whether it listens for termination signals
 /// ([`Serve::with_signals`]). It resolves once the drain is over, with its report.
-pub fn serve<S, B>(listener: TcpListener, app: S) -> Serve<S>
+pub fn serve<L, S, B>(listener: L, app: S) -> Serve<S, L>
 where
+    L: Accept,
     S: Service<Request<TimedBody<Incoming>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -120,18 +145,17 @@ where
 
 /// A configured server; `.await` it to serve. Built by [`serve`].
 #[must_use = "a Serve does nothing until awaited"]
-pub struct Serve<S> {
-    listener: TcpListener,
+pub struct Serve<S, L = TcpListener> {
+    listener: L,
     app: S,
     config: ServeConfig,
     drain: Option<Drain>,
     signals: bool,
 }
 
-impl<S> std::fmt::Debug for Serve<S> {
+impl<S, L> std::fmt::Debug for Serve<S, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Serve")
-            .field("listener", &self.listener.local_addr().ok())
             .field("config", &self.config)
             .field("drain", &self.drain)
             .field("signals", &self.signals)
@@ -139,7 +163,7 @@ impl<S> std::fmt::Debug for Serve<S> {
     }
 }
 
-impl<S> Serve<S> {
+impl<S, L> Serve<S, L> {
     /// Follows `drain`: accept stops when it says so and the wait is bounded by its grace period.
     /// Pass the drain whose [`DrainLayer`](crate::shutdown::DrainLayer) wraps the service, so
     /// readiness, in-flight accounting and `Connection: close` agree with the accept loop.
@@ -163,8 +187,9 @@ impl<S> Serve<S> {
     }
 }
 
-impl<S, B> IntoFuture for Serve<S>
+impl<L, S, B> IntoFuture for Serve<S, L>
 where
+    L: Accept,
     S: Service<Request<TimedBody<Incoming>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -196,8 +221,8 @@ where
 
 /// Serves `app` on `listener` until `drain` stops accepting, then waits (up to the drain's grace
 /// period) for in-flight requests and reports what completed and what was cut.
-async fn accept_loop<S, B>(
-    listener: TcpListener,
+async fn accept_loop<L, S, B>(
+    mut listener: L,
     app: S,
     config: &ServeConfig,
     drain: Drain,
@@ -210,6 +235,7 @@ where
     S::Future: Send + 'static,
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    L: Accept,
 {
     let builder = Arc::new(connection_builder(config));
     let graceful = GracefulShutdown::new();
@@ -225,7 +251,7 @@ where
             () = &mut stopped => break,
             permit = Arc::clone(&slots).acquire_owned() => permit.expect("semaphore never closed"),
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, guard) = tokio::select! {
             biased;
             () = &mut stopped => break,
             accepted = listener.accept() => match accepted {
@@ -264,7 +290,7 @@ where
             if let Err(error) = conn.await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
-            drop(permit);
+            drop((permit, guard));
         });
     }
     drop(listener);

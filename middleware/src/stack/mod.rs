@@ -440,8 +440,9 @@ impl StackLayer {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn serve<S, B>(&self, listener: tokio::net::TcpListener, app: S) -> crate::serve::Serve<S>
+    pub fn serve<L, S, B>(&self, listener: L, app: S) -> crate::serve::Serve<S, L>
     where
+        L: crate::serve::Accept,
         S: tower::Service<
                 http::Request<crate::serve::TimedBody<hyper::body::Incoming>>,
                 Response = http::Response<B>,
