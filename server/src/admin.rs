@@ -103,12 +103,29 @@ pub async fn spawn(
     );
     let listener = tokio::net::TcpListener::bind(config.admin.addr).await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!(%error, "admin endpoint failed");
-        }
-    });
-    tracing::info!(%addr, token_file = %path.display(), "admin endpoint listening");
+    if let Some(settings) = &config.admin.tls {
+        // The admin endpoint outlives rolling restarts: SIGHUP reloads its files in place.
+        let acceptor = crate::tls::TlsAcceptor::new(settings, crate::tls::alpn(true))
+            .map_err(std::io::Error::other)?;
+        let acceptor = Arc::new(acceptor);
+        acceptor.reload_on_hangup("admin")?;
+        let timeout = config.server.header_read_timeout();
+        tokio::spawn(crate::tls::serve_router(
+            listener, router, acceptor, timeout,
+        ));
+    } else {
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "admin endpoint failed");
+            }
+        });
+    }
+    let scheme = if config.admin.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, scheme, token_file = %path.display(), "admin endpoint listening");
     Ok(addr)
 }
 

@@ -16,4 +16,5 @@ pub mod config;
 pub mod fd;
 pub mod serve;
 pub mod supervisor;
+pub mod tls;
 pub mod worker;

@@ -4,7 +4,8 @@
 //! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1, and h2c when
 //! enabled) with a header-read timeout (slowloris), header count and size limits, and is
 //! registered with a [`GracefulShutdown`] watcher so a drain can close keep-alive connections
-//! (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY) and wait for in-flight requests.
+//! (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY) and wait for in-flight requests. With
+//! `[server.tls]` each connection is a TLS handshake first (see [`crate::tls`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +72,16 @@ where
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(connection_slots(config.max_connections)));
     let nodelay = config.tcp_nodelay;
+    let tls = match &config.tls {
+        Some(settings) => {
+            let acceptor = crate::tls::TlsAcceptor::new(settings, crate::tls::alpn(config.http2))
+                .map_err(std::io::Error::other)?;
+            let acceptor = Arc::new(acceptor);
+            acceptor.reload_on_hangup("server")?;
+            Some(acceptor)
+        }
+        None => None,
+    };
     let stopped = drain.accept_stopped();
     tokio::pin!(stopped);
 
@@ -101,6 +112,28 @@ where
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
+        if let Some(tls) = &tls {
+            // The handshake runs in the connection's task, never in the accept loop; the
+            // watcher counts the connection for the drain from now on.
+            let (tls, builder, watcher) =
+                (Arc::clone(tls), Arc::clone(&builder), graceful.watcher());
+            let timeout = config.header_read_timeout();
+            tokio::spawn(async move {
+                match tls.accept(stream, timeout).await {
+                    Ok(stream) => {
+                        let stream = VersionDeadline::new(stream, timeout);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        if let Err(error) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %error, "connection ended with an error");
+                        }
+                    }
+                    Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                }
+                drop(permit);
+            });
+            continue;
+        }
         let stream = VersionDeadline::new(stream, config.header_read_timeout());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
@@ -223,14 +256,14 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// nothing, or a prefix of the preface, would hold a connection slot forever. Reads fail with
 /// `TimedOut` once the deadline passes while every byte received is still a strict prefix of
 /// the preface; the first byte that decides the version disarms the deadline for good.
-struct VersionDeadline {
-    io: tokio::net::TcpStream,
+struct VersionDeadline<IO = tokio::net::TcpStream> {
+    io: IO,
     seen: usize,
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl VersionDeadline {
-    fn new(io: tokio::net::TcpStream, timeout: Duration) -> Self {
+impl<IO> VersionDeadline<IO> {
+    fn new(io: IO, timeout: Duration) -> Self {
         Self {
             io,
             seen: 0,
@@ -239,7 +272,7 @@ impl VersionDeadline {
     }
 }
 
-impl tokio::io::AsyncRead for VersionDeadline {
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for VersionDeadline<IO> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -280,7 +313,7 @@ impl tokio::io::AsyncRead for VersionDeadline {
     }
 }
 
-impl tokio::io::AsyncWrite for VersionDeadline {
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for VersionDeadline<IO> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
