@@ -8,6 +8,7 @@
 //!   skip message, unless `PALISADE_REQUIRE_REDIS=1`, which makes it panic (CI sets it).
 //! - [`server::ServerProcess`]: the `palisade` binary on a free port, waited on until ready.
 //! - [`http`]: a small HTTP/1.1 client for tests.
+//! - [`tls`]: a throwaway CA (rcgen), certificates it issues, HTTPS exchanges.
 //! - [`load`]: a supervisor with its workers waited on, worker pids, single-connection exchanges
 //!   that report every outcome, an accounted load generator and the supervisor's counters, for
 //!   tests against a supervisor.
@@ -16,6 +17,7 @@ pub mod http;
 pub mod load;
 pub mod redis;
 pub mod server;
+pub mod tls;
 
 use std::future::{Future, ready};
 use std::net::{SocketAddr, TcpListener};
