@@ -102,7 +102,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Largest request body in bytes (more → 413).
     pub body_limit_bytes: usize,
-    /// Serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1.
+    /// Serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1; with TLS, offer
+    /// `h2` by ALPN.
     pub http2: bool,
     /// Most concurrently open client connections per process; more wait in the backlog.
     pub max_connections: usize,
