@@ -1,5 +1,6 @@
-//! The admin API client: plain HTTP/1.1 over hyper-util's pooled client, bearer-token auth,
-//! every failure classified so the dashboard can say *why* it is disconnected.
+//! The admin API client: HTTP/1.1 (or HTTPS with rustls, trusting `--ca-file` or the bundled
+//! web PKI roots) over hyper-util's pooled client, bearer-token auth, every failure classified
+//! so the dashboard can say *why* it is disconnected.
 //!
 //! | failure                                  | [`ClientError`]               |
 //! |------------------------------------------|-------------------------------|
@@ -12,6 +13,7 @@
 use std::collections::VecDeque;
 use std::error::Error as _;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use palisade::control::model::Snapshot;
@@ -33,7 +36,7 @@ use crate::token::TokenSource;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The `--url` is not a usable `http://` URL.
+    /// The `--url` is not a usable `http://` or `https://` URL.
     #[error("invalid admin URL `{url}`: {reason}")]
     InvalidUrl {
         /// What was given.
@@ -44,6 +47,14 @@ pub enum ClientError {
     /// The token file could not be read.
     #[error("{0}")]
     Token(String),
+    /// The `--ca-file` could not be read or holds no certificate.
+    #[error("CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// Nothing accepts connections at the address (server down).
     #[error("connection refused")]
     Refused,
@@ -70,6 +81,7 @@ impl ClientError {
         match self {
             Self::InvalidUrl { .. } => "bad url".into(),
             Self::Token(_) => "token".into(),
+            Self::CaFile { .. } => "ca file".into(),
             Self::Refused => "refused".into(),
             Self::Unauthorized(_) => "401".into(),
             Self::Timeout => "timeout".into(),
@@ -288,7 +300,7 @@ struct Inner {
     base: String,
     token: TokenSource,
     timeouts: Timeouts,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl fmt::Debug for AdminClient {
@@ -301,14 +313,15 @@ impl fmt::Debug for AdminClient {
     }
 }
 
-/// Normalizes `--url`: adds `http://` when no scheme is given, refuses `https` (no TLS stack
-/// here; tunnel instead), drops a trailing `/`.
+/// Normalizes `--url`: adds `http://` when no scheme is given, accepts `http` and `https`,
+/// drops a trailing `/`.
 ///
 /// ```
 /// use palisade_top::client::normalize_base_url;
 /// assert_eq!(normalize_base_url("127.0.0.1:9901").unwrap(), "http://127.0.0.1:9901");
 /// assert_eq!(normalize_base_url("http://h:1/p/").unwrap(), "http://h:1/p");
-/// assert!(normalize_base_url("https://h").is_err());
+/// assert_eq!(normalize_base_url("https://h:9901").unwrap(), "https://h:9901");
+/// assert!(normalize_base_url("ftp://h").is_err());
 /// ```
 pub fn normalize_base_url(url: &str) -> Result<String, ClientError> {
     let invalid = |reason: &str| ClientError::InvalidUrl {
@@ -325,13 +338,8 @@ pub fn normalize_base_url(url: &str) -> Result<String, ClientError> {
         .parse()
         .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(invalid(
-                "https is not supported; reach a remote admin API through an SSH tunnel",
-            ));
-        }
-        _ => return Err(invalid("only http:// URLs are supported")),
+        Some("http" | "https") => {}
+        _ => return Err(invalid("only http:// and https:// URLs are supported")),
     }
     if uri.authority().is_none() {
         return Err(invalid("no host"));
@@ -343,12 +351,31 @@ pub fn normalize_base_url(url: &str) -> Result<String, ClientError> {
 }
 
 impl AdminClient {
-    /// A client for the admin API at `url` (e.g. `http://127.0.0.1:9901`).
+    /// A client for the admin API at `url` (e.g. `http://127.0.0.1:9901`); an `https://` URL
+    /// trusts the bundled web PKI roots (see [`with_ca_file`](Self::with_ca_file)).
     pub fn new(url: &str, token: TokenSource, timeouts: Timeouts) -> Result<Self, ClientError> {
+        Self::with_ca_file(url, token, timeouts, None)
+    }
+
+    /// A client for the admin API at `url`; for an `https://` URL the server certificate must
+    /// chain to a CA in the PEM file `ca_file` (`--ca-file`), or, without one, to the bundled
+    /// web PKI roots.
+    pub fn with_ca_file(
+        url: &str,
+        token: TokenSource,
+        timeouts: Timeouts,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
         let base = normalize_base_url(url)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeouts.connect));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(ca_file)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -532,6 +559,42 @@ fn check_status(status: StatusCode, body: &[u8]) -> Result<(), ClientError> {
         return Err(ClientError::Unauthorized(why));
     }
     Err(ClientError::Api(problem))
+}
+
+/// The rustls client configuration (ring provider): roots from `ca_file`, or the web PKI roots.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let refused = |reason: String| ClientError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| refused(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| refused(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(refused("no PEM certificate in the file".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| refused(e.to_string()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    // ring, like the server (deprecated in rustls 0.23.48 for lacking post-quantum key
+    // exchange; kept for its small build).
+    #[allow(deprecated, reason = "ring provider, as the server uses")]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Transport(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// Maps a hyper-util client error to a [`ClientError`] by walking its sources.

@@ -43,6 +43,10 @@ struct Args {
     /// No colours (same as setting NO_COLOR).
     #[arg(long)]
     no_color: bool,
+    /// PEM file with the CA certificate(s) an `https://` admin endpoint's certificate must
+    /// chain to (default: the bundled web PKI roots).
+    #[arg(long, value_name = "PATH", env = "PALISADE_TOP_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +57,12 @@ fn main() -> ExitCode {
         std::env::var("PALISADE_ADMIN_TOKEN").ok(),
         default_token_path(),
     );
-    let client = match AdminClient::new(&args.url, token.clone(), Timeouts::default()) {
+    let client = match AdminClient::with_ca_file(
+        &args.url,
+        token.clone(),
+        Timeouts::default(),
+        args.ca_file.as_deref(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("palisade-top: {e}");

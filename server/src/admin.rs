@@ -142,6 +142,18 @@ pub async fn spawn(
     let listen = listener_config(config);
     let listener = palisade::serve::bind(&listen)?;
     let addr = listener.local_addr()?;
+    let tls = match &config.admin.tls {
+        Some(settings) => {
+            // The admin endpoint outlives rolling restarts: SIGHUP reloads its files in place.
+            let acceptor = crate::tls::TlsAcceptor::new(settings, crate::tls::alpn(true))
+                .map_err(std::io::Error::other)?;
+            let acceptor = Arc::new(acceptor);
+            acceptor.reload_on_hangup("admin")?;
+            Some(acceptor)
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     std::thread::Builder::new()
         .name("palisade-admin".into())
         .spawn(move || {
@@ -160,11 +172,14 @@ pub async fn spawn(
                 let drain = palisade::shutdown::Drain::default();
                 let served = match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => {
-                        palisade::serve(listener, router)
+                        let serve = palisade::serve(listener, router)
                             .config(listen)
                             .drain(drain)
-                            .with_signals(false)
-                            .await
+                            .with_signals(false);
+                        match tls {
+                            Some(tls) => serve.handshake(tls).await,
+                            None => serve.await,
+                        }
                     }
                     Err(error) => Err(error),
                 };
@@ -173,7 +188,7 @@ pub async fn spawn(
                 }
             });
         })?;
-    tracing::info!(%addr, token_file = %path.display(), "admin endpoint listening");
+    tracing::info!(%addr, scheme, token_file = %path.display(), "admin endpoint listening");
     Ok(addr)
 }
 
@@ -186,8 +201,9 @@ fn listener_config(config: &Config) -> palisade::serve::ServeConfig {
     listen.header_read_timeout = Duration::from_millis(a.header_read_timeout_ms);
     listen.body_read_timeout = Duration::from_millis(a.body_read_timeout_ms);
     listen.max_connections = a.max_connections;
-    // HTTP/1.1 only: `palisade-top`, curl and Prometheus need nothing else.
-    listen.http2 = false;
+    // HTTP/1.1 only in clear text (`palisade-top`, curl and Prometheus need nothing else); over
+    // TLS, h2 or HTTP/1.1 as ALPN decides.
+    listen.http2 = a.tls.is_some();
     listen.reuse_port = false;
     listen
 }

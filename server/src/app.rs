@@ -123,20 +123,40 @@ impl App {
     ) -> std::io::Result<DrainReport> {
         // A worker takes only its share of the connections (see `crate::balance`).
         let listener = crate::balance::Acceptor::new(listener, load)?;
+        // `[server.tls]`: every connection is a TLS handshake first; SIGHUP reloads the files.
+        let tls = match &self.state.config.server.tls {
+            Some(settings) => {
+                let acceptor =
+                    crate::tls::TlsAcceptor::new(settings, crate::tls::alpn(config.http2))
+                        .map_err(std::io::Error::other)?;
+                let acceptor = Arc::new(acceptor);
+                acceptor.reload_on_hangup("server")?;
+                Some(acceptor)
+            }
+            None => None,
+        };
         match self.service {
             AppService::Around(service) => {
-                self.stack
+                let serve = self
+                    .stack
                     .serve(listener, service)
                     .config(config)
-                    .with_signals(signals)
-                    .await
+                    .with_signals(signals);
+                match tls {
+                    Some(tls) => serve.handshake(tls).await,
+                    None => serve.await,
+                }
             }
             AppService::Inside(router) => {
-                self.stack
+                let serve = self
+                    .stack
                     .serve(listener, router)
                     .config(config)
-                    .with_signals(signals)
-                    .await
+                    .with_signals(signals);
+                match tls {
+                    Some(tls) => serve.handshake(tls).await,
+                    None => serve.await,
+                }
             }
         }
     }

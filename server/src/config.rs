@@ -113,7 +113,8 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Largest request body in bytes (more → 413).
     pub body_limit_bytes: usize,
-    /// Serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1.
+    /// Serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1; with TLS, offer
+    /// `h2` by ALPN.
     pub http2: bool,
     /// Most concurrently open client connections per process; more wait in the backlog.
     pub max_connections: usize,
@@ -121,6 +122,36 @@ pub struct ServerConfig {
     /// handler waiting for the body answers 408): the body counterpart of
     /// `header_read_timeout_ms`.
     pub body_read_timeout_ms: u64,
+    /// Serve HTTPS (`[server.tls]`); unset: plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for a listener (`[server.tls]`, `[admin.tls]`); see [`crate::tls`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file with the CA certificates client certificates must chain to (mTLS); unset: no
+    /// client certificates are asked for.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client certificate is `required` or `optional`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether clients must present a certificate when `client_ca` is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// A handshake without a valid client certificate fails.
+    #[default]
+    Required,
+    /// Clients may present a certificate; one that is presented must be valid.
+    Optional,
 }
 
 /// Worker processes and their lifecycle.
@@ -194,6 +225,8 @@ pub struct AdminConfig {
     pub body_read_timeout_ms: u64,
     /// Most open admin connections; more wait in the backlog.
     pub max_connections: usize,
+    /// Serve the admin API over HTTPS (`[admin.tls]`); unset: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Log output.
@@ -252,6 +285,7 @@ impl Default for ServerConfig {
             http2: true,
             max_connections: 25_000,
             body_read_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -290,6 +324,7 @@ impl Default for AdminConfig {
             header_read_timeout_ms: 5_000,
             body_read_timeout_ms: 5_000,
             max_connections: 64,
+            tls: None,
         }
     }
 }
@@ -487,6 +522,16 @@ impl Config {
         }
         if let Err(e) = self.concurrency.config() {
             problems.push(e.to_string());
+        }
+        // TLS files are loaded (and so checked) here: a bad certificate refuses the start with
+        // exit 64, and a SIGHUP reload with the old workers kept.
+        let tls = [("server.tls", &s.tls), ("admin.tls", &self.admin.tls)];
+        for (key, tls) in tls {
+            if let Some(settings) = tls {
+                if let Err(e) = crate::tls::server_config(settings, Vec::new()) {
+                    problems.push(format!("{key}: {e}"));
+                }
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -792,6 +837,14 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
 const OPTIONAL_KEYS: &[&str] = &[
     "admin.token_file",
     "admin.read_only_token_file",
+    "admin.tls.cert",
+    "admin.tls.key",
+    "admin.tls.client_ca",
+    "admin.tls.client_auth",
+    "server.tls.cert",
+    "server.tls.key",
+    "server.tls.client_ca",
+    "server.tls.client_auth",
     "breaker.slow_call_duration_ms",
     "breaker.max_wait_in_half_open_ms",
     "breaker.call_timeout_ms",

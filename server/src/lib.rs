@@ -19,4 +19,5 @@ pub mod fd;
 pub mod log_limit;
 pub mod settings;
 pub mod supervisor;
+pub mod tls;
 pub mod worker;

@@ -11,6 +11,7 @@
 //! - [`server::ServerProcess`]: the `palisade` binary on a free port, waited on until ready, with
 //!   a private SQLite database unless the test sets `database.url`.
 //! - [`http`]: a small HTTP/1.1 client for tests.
+//! - [`tls`]: a throwaway CA (rcgen), certificates it issues, HTTPS exchanges.
 //! - [`load`]: a supervisor with its workers waited on, worker pids, single-connection exchanges
 //!   that report every outcome, an accounted load generator and the supervisor's counters, for
 //!   tests against a supervisor.
@@ -20,6 +21,7 @@ pub mod load;
 pub mod postgres;
 pub mod redis;
 pub mod server;
+pub mod tls;
 
 use std::future::{Future, ready};
 use std::net::{SocketAddr, TcpListener};

@@ -201,6 +201,24 @@ pub async fn connect(addr: SocketAddr) -> Result<Sender, String> {
     Ok(sender)
 }
 
+/// Like [`connect`], over TLS with `config` when given.
+pub async fn connect_with(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Sender, String> {
+    let Some(config) = tls else {
+        return connect(addr).await;
+    };
+    let stream = crate::tls::handshake(addr, Arc::clone(config)).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
 /// How one request on one connection ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -601,6 +619,28 @@ impl Load {
         slow: usize,
         pace: Duration,
     ) -> Self {
+        Self::start_with(addr, None, keep_alive, new_conn, slow, pace)
+    }
+
+    /// Like [`Load::start`], over TLS with `tls` (which should offer `http/1.1` or no ALPN).
+    pub fn start_tls(
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        keep_alive: usize,
+        new_conn: usize,
+        slow: usize,
+    ) -> Self {
+        Self::start_with(addr, Some(tls), keep_alive, new_conn, slow, Duration::ZERO)
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        keep_alive: usize,
+        new_conn: usize,
+        slow: usize,
+        pace: Duration,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
         let kinds = std::iter::repeat_n(Kind::KeepAlive, keep_alive)
             .chain(std::iter::repeat_n(Kind::NewConnection, new_conn))
@@ -608,7 +648,8 @@ impl Load {
         let tasks = kinds
             .enumerate()
             .map(|(task, kind)| {
-                tokio::spawn(load_task(addr, task, kind, pace, Arc::clone(&shared)))
+                let tls = tls.clone();
+                tokio::spawn(load_task(addr, tls, task, kind, pace, Arc::clone(&shared)))
             })
             .collect();
         Self { shared, tasks }
@@ -655,6 +696,7 @@ impl Load {
 /// One load task: sends `kind` requests until stopped, pausing `pace` after each one it records.
 async fn load_task(
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
     task: usize,
     kind: Kind,
     pace: Duration,
@@ -673,7 +715,7 @@ async fn load_task(
         let reused = conn.is_some();
         let (mut sender, conn_pid) = match conn.take() {
             Some(c) => c,
-            None => match connect(addr).await {
+            None => match connect_with(addr, tls.as_ref()).await {
                 Ok(s) => (s, None),
                 Err(e) => {
                     shared.failed.fetch_add(1, Ordering::Relaxed);

@@ -53,6 +53,7 @@ pub struct ServerBuilder {
     admin: bool,
     ready_path: Option<String>,
     stderr: Option<PathBuf>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl ServerBuilder {
@@ -92,6 +93,14 @@ impl ServerBuilder {
     #[must_use]
     pub fn ready_path(mut self, path: &str) -> Self {
         self.ready_path = Some(path.to_owned());
+        self
+    }
+
+    /// The server speaks HTTPS: readiness is checked over TLS with `config` (which must offer
+    /// `http/1.1` or no ALPN protocol).
+    #[must_use]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -181,9 +190,11 @@ impl ServerBuilder {
             if let Some(status) = server.try_wait() {
                 panic!("palisade exited before it was ready: {status}");
             }
-            is_listening(addr)
-                && blocking_status(addr, &path) == Some(200)
-                && (!admin_enabled || is_listening(admin))
+            let status = match &self.tls {
+                Some(config) => crate::tls::blocking_status(addr, &path, config),
+                None => blocking_status(addr, &path),
+            };
+            is_listening(addr) && status == Some(200) && (!admin_enabled || is_listening(admin))
         });
         assert!(ready, "palisade did not become ready on {addr}");
         server

@@ -372,3 +372,77 @@ fn runtime_limits_from_code_and_admin_api() {
     );
     assert!(count(out.line("6 requests: "), "limited") > 0, "{out}");
 }
+
+#[test]
+fn tls_axum_smoke_serves_h2_and_http1_by_alpn() {
+    let out = smoke("tls_axum", &[]);
+    out.assert_success()
+        .has("GET / offering h2: negotiated h2 -> 200 \"hello over TLS\"")
+        .has("GET / offering http/1.1: negotiated http/1.1 -> 200 \"hello over TLS\"")
+        .has("stopped: 0 completed, 0 cut"); // nothing was in flight when the drain started
+}
+
+#[test]
+fn tls_axum_serves_given_files_and_reloads_them_on_sighup() {
+    use palisade_tests::tls::{TestCa, get};
+    let dir =
+        std::env::temp_dir().join(format!("palisade-test-tls-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ca = TestCa::new("example CA");
+    let first = ca.server_cert();
+    first.write(&cert, &key);
+    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    let mut child = spawn(
+        "tls_axum",
+        &["--cert", cert_arg, "--key", key_arg, "--port", "0"],
+        &[],
+    );
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on https://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("an address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = ca.client_config(&["h2", "http/1.1"], None);
+    let before = rt
+        .block_on(get(addr, config.clone(), "/"))
+        .expect("GET / over TLS");
+    assert_eq!((before.status, before.alpn.as_deref()), (200, Some("h2")));
+    assert_eq!(before.server_cert.as_ref(), Some(&first.der));
+
+    // A broken file is refused and the old certificate stays; a good one is picked up.
+    std::fs::write(&cert, "not a certificate").expect("write");
+    palisade_tests::kill_pid(child.id(), nix::sys::signal::Signal::SIGHUP);
+    line.clear();
+    stdout.read_line(&mut line).expect("read the refusal");
+    assert!(line.starts_with("certificate not reloaded"), "{line:?}");
+    let second = ca.server_cert();
+    second.write(&cert, &key);
+    palisade_tests::kill_pid(child.id(), nix::sys::signal::Signal::SIGHUP);
+    line.clear();
+    stdout.read_line(&mut line).expect("read the reload");
+    assert_eq!(line.trim(), "certificate reloaded");
+    let after = rt
+        .block_on(get(addr, config, "/"))
+        .expect("GET / after the reload");
+    assert_eq!(after.status, 200);
+    assert_eq!(after.server_cert.as_ref(), Some(&second.der));
+
+    palisade_tests::kill_pid(child.id(), nix::sys::signal::Signal::SIGTERM);
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(rest.contains("stopped: 0 completed, 0 cut"), "{rest}");
+    let _ = std::fs::remove_dir_all(dir);
+}

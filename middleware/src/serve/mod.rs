@@ -89,6 +89,25 @@ impl Accept for TcpListener {
     }
 }
 
+/// A byte stream [`serve`] can speak HTTP over: what a [`Handshake`] returns.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The boxed future of a [`Handshake`].
+pub type HandshakeFuture = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send>>;
+
+/// A per-connection handshake before HTTP, typically TLS (`tokio_rustls::TlsAcceptor` behind a
+/// small adapter; the reference server's `[server.tls]` is one). [`serve`] runs it in the
+/// connection's own task, never in the accept loop, bounded by
+/// [`ServeConfig::header_read_timeout`]; a connection whose handshake fails or times out is
+/// closed and logged at DEBUG. With TLS, ALPN decides HTTP/2 or HTTP/1.1: the accept loop reads
+/// the client's first bytes either way.
+pub trait Handshake: Send + Sync + 'static {
+    /// Turns an accepted TCP stream into the stream HTTP is served over.
+    fn handshake(&self, stream: TcpStream) -> HandshakeFuture;
+}
+
 /// How long a draining worker waits for idle keep-alive (and accepted, unread) connections to
 /// send one more request before closing them.
 const IDLE_GRACE: Duration = Duration::from_secs(1);
@@ -136,6 +155,7 @@ where
 {
     Serve {
         listener,
+        handshake: None,
         app,
         config: ServeConfig::default(),
         drain: None,
@@ -147,6 +167,7 @@ where
 #[must_use = "a Serve does nothing until awaited"]
 pub struct Serve<S, L = TcpListener> {
     listener: L,
+    handshake: Option<Arc<dyn Handshake>>,
     app: S,
     config: ServeConfig,
     drain: Option<Drain>,
@@ -159,6 +180,7 @@ impl<S, L> std::fmt::Debug for Serve<S, L> {
             .field("config", &self.config)
             .field("drain", &self.drain)
             .field("signals", &self.signals)
+            .field("handshake", &self.handshake.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +207,12 @@ impl<S, L> Serve<S, L> {
         self.signals = signals;
         self
     }
+
+    /// Runs `handshake` (e.g. TLS) on every accepted connection before serving HTTP on it.
+    pub fn handshake(mut self, handshake: Arc<dyn Handshake>) -> Self {
+        self.handshake = Some(handshake);
+        self
+    }
 }
 
 impl<L, S, B> IntoFuture for Serve<S, L>
@@ -204,6 +232,7 @@ where
     fn into_future(self) -> Self::IntoFuture {
         let Self {
             listener,
+            handshake,
             app,
             config,
             drain,
@@ -214,7 +243,7 @@ where
             if signals {
                 tokio::spawn(crate::shutdown::shutdown_signal(drain.clone()));
             }
-            accept_loop(listener, app, &config, drain).await
+            accept_loop(listener, handshake, app, &config, drain).await
         })
     }
 }
@@ -223,6 +252,7 @@ where
 /// period) for in-flight requests and reports what completed and what was cut.
 async fn accept_loop<L, S, B>(
     mut listener: L,
+    handshake: Option<Arc<dyn Handshake>>,
     app: S,
     config: &ServeConfig,
     drain: Drain,
@@ -283,6 +313,33 @@ where
                 })
             }
         });
+        if let Some(handshake) = &handshake {
+            // The handshake runs in the connection's task, never in the accept loop; the
+            // watcher counts the connection for the drain from now on.
+            let (handshake, builder, watcher) = (
+                Arc::clone(handshake),
+                Arc::clone(&builder),
+                graceful.watcher(),
+            );
+            let timeout = config.header_read_timeout;
+            tokio::spawn(async move {
+                let io = tokio::time::timeout(timeout, handshake.handshake(stream)).await;
+                match io {
+                    Ok(Ok(io)) => {
+                        let stream = VersionDeadline::new(io, timeout);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        if let Err(error) = watcher.watch(conn.into_owned()).await {
+                            tracing::debug!(%peer, error = %error, "connection ended with an error");
+                        }
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "handshake failed"),
+                    Err(_elapsed) => tracing::debug!(%peer, "handshake timed out"),
+                }
+                drop((permit, guard));
+            });
+            continue;
+        }
         let stream = VersionDeadline::new(stream, config.header_read_timeout);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
@@ -413,14 +470,14 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// nothing, or a prefix of the preface, would hold a connection slot forever. Reads fail with
 /// `TimedOut` once the deadline passes while every byte received is still a strict prefix of
 /// the preface; the first byte that decides the version disarms the deadline for good.
-struct VersionDeadline {
-    io: tokio::net::TcpStream,
+struct VersionDeadline<IO = tokio::net::TcpStream> {
+    io: IO,
     seen: usize,
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl VersionDeadline {
-    fn new(io: tokio::net::TcpStream, timeout: Duration) -> Self {
+impl<IO> VersionDeadline<IO> {
+    fn new(io: IO, timeout: Duration) -> Self {
         Self {
             io,
             seen: 0,
@@ -429,7 +486,7 @@ impl VersionDeadline {
     }
 }
 
-impl tokio::io::AsyncRead for VersionDeadline {
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for VersionDeadline<IO> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -470,7 +527,7 @@ impl tokio::io::AsyncRead for VersionDeadline {
     }
 }
 
-impl tokio::io::AsyncWrite for VersionDeadline {
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for VersionDeadline<IO> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
