@@ -29,7 +29,7 @@ pub fn token_path(config: &Config) -> PathBuf {
         .admin
         .token_file
         .clone()
-        .or_else(palisade_top::default_token_path)
+        .or_else(palisade::admin::token::default_token_path)
         .unwrap_or_else(|| PathBuf::from("palisade-admin.token"))
 }
 

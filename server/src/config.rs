@@ -506,7 +506,7 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
     }
 
     if let Some(path) = &overrides.file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = crate::fd::read_from_start(path).map_err(|source| ConfigError::Read {
             path: path.clone(),
             source,
         })?;

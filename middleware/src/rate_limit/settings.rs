@@ -28,7 +28,9 @@
 //! failure_mode = "local_fallback"       # Redis only: "fail_open", "fail_closed", "local_fallback"
 //! ```
 
+#[cfg(unix)]
 use std::collections::HashMap;
+#[cfg(unix)]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +45,7 @@ use super::config::{
 use super::handle::RateLimitHandle;
 use super::key::{ForwardedHeader, KeySource};
 use super::layer::RateLimitLayer;
+#[cfg(unix)]
 use super::store::ShmZone;
 #[cfg(feature = "redis")]
 use super::store::{RedisOptions, RedisStore};
@@ -192,7 +195,9 @@ pub struct PolicySettings {
 #[non_exhaustive]
 pub struct BuildContext {
     /// Shared-memory zones for `store = "shm"` policies, by policy name (created by the
-    /// supervisor, one per policy).
+    /// supervisor, one per policy). Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub shm_zones: HashMap<String, Arc<ShmZone>>,
     /// A Redis store to use instead of connecting to `[rate_limit.redis]`.
     #[cfg(feature = "redis")]
@@ -206,7 +211,9 @@ impl BuildContext {
         Self::default()
     }
 
-    /// With the shared-memory zone of `policy`.
+    /// With the shared-memory zone of `policy`. Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     #[must_use]
     pub fn with_shm_zone(mut self, policy: impl Into<String>, zone: Arc<ShmZone>) -> Self {
         self.shm_zones.insert(policy.into(), zone);
@@ -285,12 +292,15 @@ impl RateLimitSettings {
             let max_keys = p.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
             let store = match p.store {
                 StoreSetting::Local => StoreChoice::Local { max_keys },
+                #[cfg(unix)]
                 StoreSetting::Shm => StoreChoice::Shm(
                     ctx.shm_zones
                         .get(&p.name)
                         .cloned()
                         .ok_or_else(|| ConfigError::NoShmZone(p.name.clone()))?,
                 ),
+                #[cfg(not(unix))]
+                StoreSetting::Shm => return Err(ConfigError::ShmUnsupported(p.name.clone())),
                 #[cfg(feature = "redis")]
                 StoreSetting::Redis => StoreChoice::Redis {
                     store: redis
