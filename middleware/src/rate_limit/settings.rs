@@ -251,16 +251,16 @@ impl RateLimitSettings {
         #[cfg(feature = "redis")]
         let mut redis = ctx.redis.clone();
         #[cfg(feature = "redis")]
-        if redis.is_none() {
-            if let Some(r) = &self.redis {
-                let store = RedisStore::new(RedisOptions {
-                    timeout: r.timeout,
-                    prefix: r.prefix.clone(),
-                    ..RedisOptions::new(&r.url)
-                })
-                .map_err(|e| invalid("redis.url", &r.url, e.to_string()))?;
-                redis = Some(store);
-            }
+        if redis.is_none()
+            && let Some(r) = &self.redis
+        {
+            let store = RedisStore::new(RedisOptions {
+                timeout: r.timeout,
+                prefix: r.prefix.clone(),
+                ..RedisOptions::new(&r.url)
+            })
+            .map_err(|e| invalid("redis.url", &r.url, e.to_string()))?;
+            redis = Some(store);
         }
         let mut builder = RateLimitConfig::builder()
             .trusted_proxies(self.trusted_proxies.iter().copied())

@@ -48,7 +48,7 @@ struct Header {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
-const _: () = assert!(HEADER_LEN % std::mem::align_of::<Set>() == 0);
+const _: () = assert!(HEADER_LEN.is_multiple_of(std::mem::align_of::<Set>()));
 
 /// A shared-memory rate-limit zone: the state of one policy, shared by several processes.
 ///
@@ -486,7 +486,9 @@ mod tests {
 
     /// The anonymous backings: memfd where the system has it, and the portable POSIX
     /// shared-memory object everywhere (so Linux exercises the macOS code path too).
-    fn backings() -> Vec<(&'static str, fn(&str, usize) -> io::Result<Arc<ShmZone>>)> {
+    type Create = fn(&str, usize) -> io::Result<Arc<ShmZone>>;
+
+    fn backings() -> Vec<(&'static str, Create)> {
         vec![
             ("anonymous", ShmZone::create_anonymous),
             ("posix_shm", ShmZone::create_posix_shm),
