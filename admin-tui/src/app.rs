@@ -92,11 +92,10 @@ where
             Some((id, result)) = api_rx.recv() => Some(Msg::ApiResult { id, result, at_ms: now_ms() }),
             _ = clock.tick() => Some(Msg::Tick { now_ms: now_ms() }),
             _ = redraw.tick() => {
-                if state.take_dirty() {
-                    if let Err(e) = terminal.draw(|f| view::render(f, &state, &styles)) {
+                if state.take_dirty()
+                    && let Err(e) = terminal.draw(|f| view::render(f, &state, &styles)) {
                         break Err(io::Error::other(e.to_string()));
                     }
-                }
                 None
             }
         };

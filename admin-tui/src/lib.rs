@@ -18,9 +18,8 @@
 //! | `term`          | terminal setup and a guard restoring it on exit and on panic      |
 //! | `app`           | the main loop: input, connection updates and a fixed-rate redraw  |
 //!
-//! Everything but `token`, `sse` and `format` is behind the default `tui` feature: a
-//! server that only needs [`default_token_path`] depends on this crate with
-//! `default-features = false` and compiles no terminal or HTTP code.
+//! The default token path is [`palisade::admin::token::default_token_path`], re-exported here:
+//! the server writes the token where the dashboard looks, and neither depends on the other.
 //!
 //! The dashboard never exits on its own: when the server goes away it keeps the last data,
 //! dims it, says since when it is stale and why, and reconnects with exponential backoff.
@@ -33,24 +32,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(feature = "tui")]
 pub mod app;
-#[cfg(feature = "tui")]
 pub mod client;
-#[cfg(feature = "tui")]
 pub mod connection;
-#[cfg(all(test, feature = "tui"))]
+#[cfg(test)]
 mod fixtures;
 pub mod format;
-#[cfg(feature = "tui")]
 pub mod input;
 pub mod sse;
-#[cfg(feature = "tui")]
 pub mod state;
-#[cfg(feature = "tui")]
 pub mod term;
 pub mod token;
-#[cfg(feature = "tui")]
 pub mod view;
 
 pub use token::{TokenSource, default_token_path, token_path_from};

@@ -4,48 +4,10 @@
 //! `palisade-top` reads it from there unless told otherwise. Precedence: `--token`, then
 //! `--token-file`, then the `PALISADE_ADMIN_TOKEN` environment variable, then the default file.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// The file name of the token inside the state directory.
-const TOKEN_FILE: &str = "admin.token";
-
-/// The default token file: `$XDG_STATE_HOME/palisade/admin.token`, falling back to
-/// `~/.local/state/palisade/admin.token`. `None` when neither variable is usable.
-///
-/// The reference server writes its generated token here, so both sides agree with no flags.
-pub fn default_token_path() -> Option<PathBuf> {
-    token_path_from(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
-}
-
-/// [`default_token_path`] computed from explicit values of `XDG_STATE_HOME` and `HOME`.
-///
-/// Following the XDG base directory specification, an empty or relative `XDG_STATE_HOME` is
-/// ignored.
-///
-/// ```
-/// use palisade_top::token_path_from;
-/// use std::path::Path;
-/// let p = token_path_from(Some("/var/state".into()), Some("/home/ops".into())).unwrap();
-/// assert_eq!(p, Path::new("/var/state/palisade/admin.token"));
-/// let p = token_path_from(Some("relative".into()), Some("/home/ops".into())).unwrap();
-/// assert_eq!(p, Path::new("/home/ops/.local/state/palisade/admin.token"));
-/// assert!(token_path_from(None, None).is_none());
-/// ```
-pub fn token_path_from(
-    xdg_state_home: Option<OsString>,
-    home: Option<OsString>,
-) -> Option<PathBuf> {
-    let base = match xdg_state_home.map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        _ => {
-            let home = PathBuf::from(home.filter(|h| !h.is_empty())?);
-            home.join(".local").join("state")
-        }
-    };
-    Some(base.join("palisade").join(TOKEN_FILE))
-}
+pub use palisade::admin::token::{default_token_path, token_path_from};
 
 /// Where to read the bearer token; files are re-read on every connection attempt, so a server
 /// that regenerates its token is picked up without restarting the dashboard.
@@ -170,19 +132,6 @@ fn display_path(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xdg_state_home_wins_over_home() {
-        let p = token_path_from(Some("/x".into()), Some("/h".into())).unwrap();
-        assert_eq!(p, Path::new("/x/palisade/admin.token"));
-    }
-
-    #[test]
-    fn empty_xdg_state_home_falls_back_to_home() {
-        let p = token_path_from(Some("".into()), Some("/h".into())).unwrap();
-        assert_eq!(p, Path::new("/h/.local/state/palisade/admin.token"));
-        assert!(token_path_from(Some("".into()), Some("".into())).is_none());
-    }
 
     #[test]
     fn precedence_is_flag_then_file_then_env_then_default() {

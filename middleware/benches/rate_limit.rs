@@ -73,7 +73,7 @@ fn local_store(c: &mut Criterion) {
         });
     });
 
-    let zone = ShmZone::create_memfd("bench", 100_000).unwrap();
+    let zone = ShmZone::create_anonymous("bench", 100_000).unwrap();
     let shm: ShmStore = zone.store("bench").unwrap();
     g.bench_function("palisade_shm", |b| {
         b.iter(|| {
@@ -101,7 +101,7 @@ fn local_store(c: &mut Criterion) {
             })
         });
     });
-    let zone = ShmZone::create_memfd("bench2", 100_000).unwrap();
+    let zone = ShmZone::create_anonymous("bench2", 100_000).unwrap();
     let shm = zone.store("bench").unwrap();
     g.bench_function("palisade_shm", |b| {
         b.iter_custom(|iters| {

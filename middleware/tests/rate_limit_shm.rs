@@ -2,7 +2,7 @@
 //!
 //! The test re-executes its own binary: the child runs only `shm_child_worker`, which is a no-op
 //! unless the parent set `PALISADE_SHM_CHILD_FD`.
-#![cfg(feature = "rate-limit")]
+#![cfg(all(unix, feature = "rate-limit"))]
 
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -68,14 +68,14 @@ fn shm_child_worker() {
         return;
     };
     let start_at: u64 = std::env::var(START_AT).unwrap().parse().unwrap();
-    let zone = ShmZone::attach_path(format!("/proc/self/fd/{fd}")).unwrap();
+    let zone = ShmZone::attach_path(format!("/dev/fd/{fd}")).unwrap();
     let allowed = run_worker(zone, start_at);
     println!("allowed={allowed}");
 }
 
 #[test]
 fn two_processes_enforce_one_exact_limit() {
-    let zone = ShmZone::create_memfd("two-processes", 70_000).unwrap();
+    let zone = ShmZone::create_anonymous("two-processes", 70_000).unwrap();
     let inherited = zone.inheritable_fd().unwrap();
     let start_at = ShmZone::clock_ns() + 500_000_000;
     let child = Command::new(std::env::current_exe().unwrap())

@@ -29,7 +29,7 @@ pub fn token_path(config: &Config) -> PathBuf {
         .admin
         .token_file
         .clone()
-        .or_else(palisade_top::default_token_path)
+        .or_else(palisade::admin::token::default_token_path)
         .unwrap_or_else(|| PathBuf::from("palisade-admin.token"))
 }
 
@@ -595,10 +595,10 @@ fn sum_into(acc: &mut Value, other: &Value) {
         (Value::Number(a), Value::Number(b)) => {
             if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
                 *a = (x.saturating_add(y)).into();
-            } else if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
-                if let Some(n) = serde_json::Number::from_f64(x.max(y)) {
-                    *a = n;
-                }
+            } else if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64())
+                && let Some(n) = serde_json::Number::from_f64(x.max(y))
+            {
+                *a = n;
             }
         }
         (Value::String(a), Value::String(b)) if !a.split('/').any(|part| part == b) => {

@@ -285,7 +285,7 @@ pub fn create_zones(config: &Config) -> std::io::Result<Vec<(String, Arc<ShmZone
         .filter(|p| p.store == StoreSetting::Shm)
         .map(|p| {
             let keys = p.max_keys.unwrap_or(100_000);
-            ShmZone::create_memfd(&p.name, keys).map(|zone| (p.name.clone(), zone))
+            ShmZone::create_anonymous(&p.name, keys).map(|zone| (p.name.clone(), zone))
         })
         .collect()
 }

@@ -527,10 +527,10 @@ impl Config {
         // exit 64, and a SIGHUP reload with the old workers kept.
         let tls = [("server.tls", &s.tls), ("admin.tls", &self.admin.tls)];
         for (key, tls) in tls {
-            if let Some(settings) = tls {
-                if let Err(e) = crate::tls::server_config(settings, Vec::new()) {
-                    problems.push(format!("{key}: {e}"));
-                }
+            if let Some(settings) = tls
+                && let Err(e) = crate::tls::server_config(settings, Vec::new())
+            {
+                problems.push(format!("{key}: {e}"));
             }
         }
         if problems.is_empty() {
@@ -783,7 +783,7 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
     }
 
     if let Some(path) = &overrides.file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = crate::fd::read_from_start(path).map_err(|source| ConfigError::Read {
             path: path.clone(),
             source,
         })?;

@@ -58,6 +58,71 @@ pub fn systemd_listener() -> std::io::Result<Option<OwnedFd>> {
     }
 }
 
+/// A path that opens descriptor `fd` of this process: `/proc/self/fd/N` on Linux (a new open
+/// file, its own offset), `/dev/fd/N` elsewhere (on macOS a duplicate sharing the offset, which
+/// is why [`read_from_start`] reads by position).
+pub fn path_of(fd: RawFd) -> String {
+    if cfg!(target_os = "linux") {
+        format!("/proc/self/fd/{fd}")
+    } else {
+        format!("/dev/fd/{fd}")
+    }
+}
+
+/// Reads the whole file at `path` from its first byte, by position (`pread`): the same text
+/// whoever else has the file open, even through a `/dev/fd/N` duplicate whose shared offset the
+/// supervisor or another worker moved.
+pub fn read_from_start(path: &std::path::Path) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::File::open(path)?;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match file.read_at(&mut buf, text.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(text)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
+}
+
+/// A new private (0600), close-on-exec temporary file, unlinked as soon as it is open: it lives
+/// while a descriptor refers to it and leaves nothing behind. The portable stand-in for a memory
+/// file where there is no `memfd_create`.
+pub fn unlinked_temp_file(prefix: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = std::env::temp_dir();
+    let mut attempts = 0;
+    loop {
+        let path = dir.join(format!(
+            "{prefix}-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        // Rust opens files close-on-exec; `create_new` refuses a name that exists (or a
+        // symlink planted there).
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 8 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Environment variable listing inherited shared-memory zones as `policy=fd,policy=fd`.
 pub const SHM_ZONES_ENV: &str = "PALISADE_SHM_ZONES";
 
@@ -98,4 +163,33 @@ fn take_raw(fd: RawFd) -> std::io::Result<OwnedFd> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     set_inheritable(&owned, false)?;
     Ok(owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+
+    use super::*;
+
+    #[test]
+    fn an_unlinked_snapshot_reads_whole_through_dev_fd_whatever_the_offset() {
+        let prefix = "palisade-fd-test";
+        let mut file = unlinked_temp_file(prefix).expect("temp file");
+        // The writer's offset is at the end, as the supervisor's is after writing a snapshot.
+        file.write_all(b"[workers]\ncount = 2\n").expect("write");
+        let path = format!("/dev/fd/{}", file.as_raw_fd());
+        for _ in 0..2 {
+            let text = read_from_start(std::path::Path::new(&path)).expect("read");
+            assert_eq!(text, "[workers]\ncount = 2\n");
+        }
+        let mine = format!("{prefix}-{}-", std::process::id());
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .expect("temp dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&mine))
+            .collect();
+        assert!(left.is_empty(), "the file is unlinked at once: {left:?}");
+        assert!(path_of(3).ends_with("fd/3"));
+    }
 }

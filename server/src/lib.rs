@@ -5,7 +5,17 @@
 //!
 //! The binary is `palisade`; `palisade --help` lists every option and `palisade --print-config`
 //! shows the effective configuration and where each value came from.
+//!
+//! Unix only (Linux, macOS): the supervisor forks and execs workers that inherit the listener,
+//! a control channel and shared-memory zones by descriptor number. The `palisade` library and
+//! `palisade-top` build on every platform.
 #![deny(missing_docs)]
+
+#[cfg(not(unix))]
+compile_error!(
+    "palisade-server runs on unix systems only (Linux, macOS): its supervisor forks and execs \
+     workers that inherit descriptors. The `palisade` library and `palisade-top` build everywhere."
+);
 
 pub mod admin;
 pub mod api;

@@ -388,17 +388,22 @@ pub async fn run(
     }
 }
 
-/// Writes `config` as a TOML document to an anonymous memory file (`memfd`, close-on-exec).
+/// Writes `config` as a TOML document to an anonymous file (close-on-exec): a memory file
+/// (`memfd`) on Linux, elsewhere a private temporary file unlinked as soon as it is open.
 ///
-/// Workers get it as `--config /proc/self/fd/N`, so a worker always starts with the
-/// configuration the supervisor holds: editing the file on disk, or a reload the supervisor
-/// refused, never changes what a replacement, recycled or added worker runs. Only a successful
-/// SIGHUP reload replaces the snapshot.
+/// Workers get it as `--config /proc/self/fd/N` (`/dev/fd/N` elsewhere), so a worker always
+/// starts with the configuration the supervisor holds: editing the file on disk, or a reload the
+/// supervisor refused, never changes what a replacement, recycled or added worker runs. Only a
+/// successful SIGHUP reload replaces the snapshot.
 fn config_snapshot(config: &Config) -> std::io::Result<std::fs::File> {
     let text = toml::to_string(config).map_err(std::io::Error::other)?;
-    let fd =
-        nix::sys::memfd::memfd_create(c"palisade-config", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
-    let mut file = std::fs::File::from(fd);
+    #[cfg(target_os = "linux")]
+    let mut file = std::fs::File::from(nix::sys::memfd::memfd_create(
+        c"palisade-config",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+    )?);
+    #[cfg(not(target_os = "linux"))]
+    let mut file = fd::unlinked_temp_file("palisade-config")?;
     file.write_all(text.as_bytes())?;
     Ok(file)
 }
@@ -436,7 +441,7 @@ impl Supervisor {
         // snapshot and nothing else (not the file, which may have been edited or refused since,
         // nor a `PALISADE_*` variable that a command-line flag overrode here).
         cmd.arg("--config")
-            .arg(format!("/proc/self/fd/{}", self.config_file.as_raw_fd()));
+            .arg(fd::path_of(self.config_file.as_raw_fd()));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("PALISADE_") {
                 cmd.env_remove(name);
@@ -1004,15 +1009,13 @@ impl Supervisor {
         {
             let mut lifecycle = self.lifecycle.lock();
             let done = settled && lifecycle.running.as_ref().is_some_and(|op| op.acknowledged);
-            if done {
-                if let Some(op) = lifecycle.running.take() {
-                    tracing::info!(
-                        operation = op.kind,
-                        detail = %op.detail,
-                        took_ms = op.started.elapsed().as_millis() as u64,
-                        "lifecycle operation finished"
-                    );
-                }
+            if done && let Some(op) = lifecycle.running.take() {
+                tracing::info!(
+                    operation = op.kind,
+                    detail = %op.detail,
+                    took_ms = op.started.elapsed().as_millis() as u64,
+                    "lifecycle operation finished"
+                );
             }
         }
         if self.reload_pending && self.shutting_down.is_none() {
@@ -1296,7 +1299,7 @@ mod tests {
     fn load_snapshot(config: &Config) -> Config {
         let file = config_snapshot(config).expect("snapshot");
         let overrides = Overrides {
-            file: Some(format!("/proc/self/fd/{}", file.as_raw_fd()).into()),
+            file: Some(fd::path_of(file.as_raw_fd()).into()),
             env: Vec::new(),
             cli: Vec::new(),
         };

@@ -31,10 +31,15 @@ pub async fn run(
     let state = Arc::clone(&app.state);
     let config = state.config.clone();
     let worker_id = state.worker_id;
-    let parent = nix::unistd::getppid();
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
-    if nix::unistd::getppid() != parent {
-        return Err(std::io::Error::other("supervisor exited during start-up"));
+    // Linux also signals the worker when the supervisor dies; everywhere, the control channel
+    // closing says the same (see below).
+    #[cfg(target_os = "linux")]
+    {
+        let parent = nix::unistd::getppid();
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+        if nix::unistd::getppid() != parent {
+            return Err(std::io::Error::other("supervisor exited during start-up"));
+        }
     }
     // Signals go to the supervisor, which drains workers through the control channel; a worker
     // ignores terminal SIGINT (sent to the whole process group) and treats SIGTERM as "drain now".
@@ -214,12 +219,25 @@ fn heartbeat(state: &AppState, lag: Duration) -> Heartbeat {
     }
 }
 
-/// This process's resident set size, from `/proc/self/statm`.
+/// This process's resident set size, from `/proc/self/statm` (Linux); elsewhere its peak
+/// resident set size (`getrusage`), which only grows, so `max_rss_mb` recycling still works.
 pub fn rss_bytes() -> Option<u64> {
-    rss_of("self")
+    #[cfg(target_os = "linux")]
+    return rss_of("self");
+    #[cfg(not(target_os = "linux"))]
+    {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let max_rss = u64::try_from(getrusage(UsageWho::RUSAGE_SELF).ok()?.max_rss()).ok()?;
+        // macOS reports bytes, the BSDs kibibytes.
+        Some(if cfg!(target_os = "macos") {
+            max_rss
+        } else {
+            max_rss * 1024
+        })
+    }
 }
 
-/// A process's resident set size, from `/proc/PID/statm`.
+/// A process's resident set size, from `/proc/PID/statm` (Linux; `None` elsewhere).
 pub fn rss_of(pid: &str) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;

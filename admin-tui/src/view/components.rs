@@ -178,16 +178,16 @@ pub(super) fn render(frame: &mut Frame<'_>, area: Rect, state: &State, styles: &
         .with_selected_column(selected_col);
     frame.render_stateful_widget(table, table_area, &mut ts);
 
-    if detail_height > 0 {
-        if let Some(c) = selected {
-            let title = format!(" {} · version {} ", c.name, c.version);
-            frame.render_widget(
-                Paragraph::new(detail)
-                    .block(panel_block(title, styles))
-                    .wrap(Wrap { trim: false }),
-                detail_area,
-            );
-        }
+    if detail_height > 0
+        && let Some(c) = selected
+    {
+        let title = format!(" {} · version {} ", c.name, c.version);
+        frame.render_widget(
+            Paragraph::new(detail)
+                .block(panel_block(title, styles))
+                .wrap(Wrap { trim: false }),
+            detail_area,
+        );
     }
 }
 
@@ -332,26 +332,27 @@ fn detail_lines(
             Span::raw(c.actions.join(", ")),
         ]));
     }
-    if let Mode::Edit(e) = &state.mode {
-        if e.kind == kind && e.name == c.name {
-            lines.push(Line::from(vec![
-                Span::styled(format!("{:<9}", "edit"), styles.header()),
-                Span::raw(format!("{} = ", e.field)),
-                Span::styled(format!("{}▏", e.buffer), styles.input()),
-                Span::styled(
-                    format!(
-                        "  (was {})  Enter apply · Esc cancel",
-                        format::value(&e.original)
-                    ),
-                    styles.muted(),
+    if let Mode::Edit(e) = &state.mode
+        && e.kind == kind
+        && e.name == c.name
+    {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<9}", "edit"), styles.header()),
+            Span::raw(format!("{} = ", e.field)),
+            Span::styled(format!("{}▏", e.buffer), styles.input()),
+            Span::styled(
+                format!(
+                    "  (was {})  Enter apply · Esc cancel",
+                    format::value(&e.original)
                 ),
-            ]));
-            if let Some(err) = &e.error {
-                lines.push(Line::styled(format!("✖ {err}"), styles.tone(Tone::Bad)));
-            }
-            for fe in &e.server_errors {
-                lines.push(Line::styled(format!("✖ {fe}"), styles.tone(Tone::Bad)));
-            }
+                styles.muted(),
+            ),
+        ]));
+        if let Some(err) = &e.error {
+            lines.push(Line::styled(format!("✖ {err}"), styles.tone(Tone::Bad)));
+        }
+        for fe in &e.server_errors {
+            lines.push(Line::styled(format!("✖ {fe}"), styles.tone(Tone::Bad)));
         }
     }
     lines

@@ -9,12 +9,57 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::Path;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 /// Random bytes in a generated token (hex-encoded to twice as many characters).
 pub const TOKEN_BYTES: usize = 32;
+
+/// The file name of the token inside the state directory.
+const TOKEN_FILE: &str = "admin.token";
+
+/// The default token file: `$XDG_STATE_HOME/palisade/admin.token`, falling back to
+/// `~/.local/state/palisade/admin.token` (`HOME`; on Windows `USERPROFILE` when `HOME` is
+/// unset). `None` when no variable is usable.
+///
+/// The reference server writes its generated token here and `palisade-top` reads it from here,
+/// so both sides agree with no flags.
+pub fn default_token_path() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME");
+    #[cfg(windows)]
+    let home = home.or_else(|| std::env::var_os("USERPROFILE"));
+    token_path_from(std::env::var_os("XDG_STATE_HOME"), home)
+}
+
+/// [`default_token_path`] computed from explicit values of `XDG_STATE_HOME` and `HOME`.
+///
+/// Following the XDG base directory specification, an empty or relative `XDG_STATE_HOME` is
+/// ignored.
+///
+/// ```
+/// use palisade::admin::token::token_path_from;
+/// use std::path::Path;
+/// let p = token_path_from(Some("/var/state".into()), Some("/home/ops".into())).unwrap();
+/// assert_eq!(p, Path::new("/var/state/palisade/admin.token"));
+/// let p = token_path_from(Some("relative".into()), Some("/home/ops".into())).unwrap();
+/// assert_eq!(p, Path::new("/home/ops/.local/state/palisade/admin.token"));
+/// assert!(token_path_from(None, None).is_none());
+/// ```
+pub fn token_path_from(
+    xdg_state_home: Option<OsString>,
+    home: Option<OsString>,
+) -> Option<PathBuf> {
+    let base = match xdg_state_home.map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ => {
+            let home = PathBuf::from(home.filter(|h| !h.is_empty())?);
+            home.join(".local").join("state")
+        }
+    };
+    Some(base.join("palisade").join(TOKEN_FILE))
+}
 
 /// Whether [`ensure`] found the token file or wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +117,14 @@ pub fn ensure(path: &Path) -> io::Result<(String, Origin)> {
     }
 }
 
-/// A new random token: [`TOKEN_BYTES`] bytes from the operating system's CSPRNG, hex-encoded.
+/// A new random token: [`TOKEN_BYTES`] bytes from the operating system's CSPRNG (through the
+/// `getrandom` crate, so on Linux, macOS and Windows alike), hex-encoded.
 ///
 /// # Errors
-/// When `/dev/urandom` cannot be read.
+/// When the system has no randomness to give.
 pub fn generate() -> io::Result<String> {
     let mut bytes = [0u8; TOKEN_BYTES];
-    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
     let mut out = String::with_capacity(TOKEN_BYTES * 2);
     for b in bytes {
         out.push(char::from(HEX[usize::from(b >> 4)]));
@@ -122,4 +168,34 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
         builder.mode(0o700);
     }
     builder.create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xdg_state_home_wins_over_home() {
+        let p = token_path_from(Some("/x".into()), Some("/h".into())).unwrap();
+        assert_eq!(p, Path::new("/x/palisade/admin.token"));
+    }
+
+    #[test]
+    fn empty_xdg_state_home_falls_back_to_home() {
+        let p = token_path_from(Some("".into()), Some("/h".into())).unwrap();
+        assert_eq!(p, Path::new("/h/.local/state/palisade/admin.token"));
+        assert!(token_path_from(Some("".into()), Some("".into())).is_none());
+    }
+
+    #[test]
+    fn generated_tokens_are_hex_and_distinct() {
+        let (a, b) = (generate().unwrap(), generate().unwrap());
+        assert_eq!(a.len(), TOKEN_BYTES * 2);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
 }

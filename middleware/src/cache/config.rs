@@ -187,7 +187,8 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
+    /// `redis://host:port/db` (or `redis+unix://`). TLS (`rediss://`) is not supported: the Redis
+    /// client is built without a TLS feature, so such a URL is refused when connecting.
     pub url: String,
     /// Prefix of every key and channel; carries the wire-format version so incompatible
     /// deployments do not read each other's entries.

@@ -147,10 +147,10 @@ impl CircuitBreakerSettings {
             ("call_timeout_ms", self.call_timeout_ms),
         ];
         for (field, value) in durations {
-            if let Some(ms) = value {
-                if !(1..=MAX_DURATION_MS).contains(&ms) {
-                    errors.push(ConfigError::Duration { field, value: ms });
-                }
+            if let Some(ms) = value
+                && !(1..=MAX_DURATION_MS).contains(&ms)
+            {
+                errors.push(ConfigError::Duration { field, value: ms });
             }
         }
         if !(1..=MAX_HALF_OPEN_CALLS).contains(&self.half_open_max_calls) {

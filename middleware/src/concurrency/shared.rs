@@ -166,10 +166,9 @@ impl Shared {
         if let Ok(previous) = self
             .limit
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, next)
+            && let Some(now) = next(previous)
         {
-            if let Some(now) = next(previous) {
-                self.metrics.limit.set(f64::from(now));
-            }
+            self.metrics.limit.set(f64::from(now));
         }
     }
 

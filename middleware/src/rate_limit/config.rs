@@ -13,7 +13,9 @@ use super::gcra::Gcra;
 use super::key::{ClientIpConfig, ForwardedHeader, KeySource};
 #[cfg(feature = "redis")]
 use super::store::RedisStore;
-use super::store::{ShmZone, Store};
+#[cfg(unix)]
+use super::store::ShmZone;
+use super::store::Store;
 use crate::control::FieldError;
 
 /// The most policies one layer may hold.
@@ -245,7 +247,9 @@ pub enum StoreChoice {
         /// Maximum keys.
         max_keys: usize,
     },
-    /// A shared-memory zone used by several processes (one zone per policy).
+    /// A shared-memory zone used by several processes (one zone per policy). Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     Shm(Arc<ShmZone>),
     /// Redis, with a failure policy and a local fallback store of `fallback_max_keys`.
     #[cfg(feature = "redis")]
@@ -268,6 +272,7 @@ impl fmt::Debug for StoreChoice {
             Self::Local { max_keys } => {
                 f.debug_struct("Local").field("max_keys", max_keys).finish()
             }
+            #[cfg(unix)]
             Self::Shm(z) => f.debug_tuple("Shm").field(z).finish(),
             #[cfg(feature = "redis")]
             Self::Redis { failure_mode, .. } => f
@@ -406,7 +411,9 @@ impl PolicyBuilder {
         self
     }
 
-    /// Keeps state in a shared-memory zone (one zone per policy).
+    /// Keeps state in a shared-memory zone (one zone per policy). Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn shm(mut self, zone: Arc<ShmZone>) -> Self {
         self.config.store = StoreChoice::Shm(zone);
         self
@@ -514,6 +521,12 @@ pub enum ConfigError {
     /// A policy uses `store = "shm"` but no zone was provided.
     #[error("rate_limit.policy `{0}` uses store \"shm\" but no shared-memory zone was provided")]
     NoShmZone(String),
+    /// A policy uses `store = "shm"` on a platform without shared-memory zones (not unix).
+    #[error(
+        "rate_limit.policy `{0}` uses store \"shm\", which needs a unix system (shared memory \
+         between worker processes); use store \"local\" or \"redis\" here"
+    )]
+    ShmUnsupported(String),
     /// A policy uses `store = "redis"` but no Redis is configured (or the `redis` feature is off).
     #[error("rate_limit.policy `{0}` uses store \"redis\" but rate_limit.redis is not configured")]
     NoRedis(String),
@@ -659,6 +672,7 @@ impl RateLimitConfigBuilder {
                     value,
                 });
             }
+            #[cfg(unix)]
             if let StoreChoice::Shm(zone) = &p.store {
                 zone.store(&p.name).map_err(|e| ConfigError::ShmZone {
                     policy: p.name.clone(),

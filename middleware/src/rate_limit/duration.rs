@@ -57,7 +57,7 @@ pub(crate) fn format(d: Duration) -> String {
     }
     for (unit, scale) in UNITS {
         let scale = u128::from(scale);
-        if nanos % scale == 0 {
+        if nanos.is_multiple_of(scale) {
             return format!("{}{unit}", nanos / scale);
         }
     }

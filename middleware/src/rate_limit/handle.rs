@@ -184,22 +184,22 @@ impl PolicyHandle {
 /// Turns `per_secs` into `per` so a patch may use either.
 fn normalize_patch(patch: &Value) -> Result<Value, Vec<FieldError>> {
     let mut patch = patch.clone();
-    if let Value::Object(map) = &mut patch {
-        if let Some(secs) = map.remove("per_secs") {
-            if map.contains_key("per") {
-                return Err(vec![FieldError::new(
-                    "per_secs",
-                    "give either `per` or `per_secs`, not both",
-                )]);
-            }
-            if !secs.is_number() {
-                return Err(vec![FieldError::new(
-                    "per_secs",
-                    format!("must be a number of seconds (got {secs})"),
-                )]);
-            }
-            map.insert("per".into(), secs);
+    if let Value::Object(map) = &mut patch
+        && let Some(secs) = map.remove("per_secs")
+    {
+        if map.contains_key("per") {
+            return Err(vec![FieldError::new(
+                "per_secs",
+                "give either `per` or `per_secs`, not both",
+            )]);
         }
+        if !secs.is_number() {
+            return Err(vec![FieldError::new(
+                "per_secs",
+                format!("must be a number of seconds (got {secs})"),
+            )]);
+        }
+        map.insert("per".into(), secs);
     }
     Ok(patch)
 }

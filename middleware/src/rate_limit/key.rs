@@ -165,6 +165,7 @@ pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
 }
 
 /// A stable hash of a string with a fixed seed (policy names in the shared zone).
+#[cfg(unix)]
 pub(crate) fn stable_hash(s: &str) -> u64 {
     hash_bytes(0x7061_6c69_7361_6465, s.as_bytes())
 }

@@ -100,8 +100,10 @@
 //!   `(key hash, TAT)` cells: memory is allocated once (`max_keys`), a 1M-key flood evicts idle
 //!   keys first, then the key closest to idle, and checks of known keys are a lock-free CAS. Keys
 //!   are 64-bit hashes (collisions share a bucket, probability ~n²/2⁶⁵).
-//! - [`ShmZone`]: the same table in a shared-memory segment (memfd or file) that worker processes
-//!   attach to, so N workers enforce one limit exactly (nginx `limit_req_zone`).
+//! - `ShmZone` (unix only): the same table in a shared-memory segment (a memory file on Linux, a
+//!   POSIX shared-memory object on macOS, or a file) that worker processes attach to, so N
+//!   workers enforce one limit exactly (nginx `limit_req_zone`). Elsewhere a policy with
+//!   `store = "shm"` is a [`ConfigError::ShmUnsupported`].
 //! - `RedisStore` (feature `redis`): GCRA in a Lua script on the Redis server's clock, with a
 //!   per-call timeout, a circuit breaker and a [`FailureMode`] (default: local fallback). Redis
 //!   being down never produces a 5xx.
@@ -141,7 +143,10 @@ pub use self::key::{
 };
 pub use self::layer::RateLimitLayer;
 pub use self::service::{QUOTA_EXCEEDED, RateLimit};
-pub use self::store::{Check, DecisionFuture, LocalStore, ShmStore, ShmZone, Store, StoreStats};
+pub use self::store::{Check, DecisionFuture, LocalStore, Store, StoreStats};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::store::{RedisOptions, RedisStore};
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
+pub use self::store::{ShmStore, ShmZone};

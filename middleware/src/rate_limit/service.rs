@@ -266,10 +266,10 @@ fn rejection<B: From<Bytes>>(
     let mut res = problem.into_response::<B>();
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    if shared.headers != HeaderMode::None {
-        if let Some(h) = acc.values() {
-            add_headers(&mut res, h);
-        }
+    if shared.headers != HeaderMode::None
+        && let Some(h) = acc.values()
+    {
+        add_headers(&mut res, h);
     }
     res
 }

@@ -10,9 +10,7 @@ use http::{Extensions, HeaderMap, Method, Uri};
 use ipnet::IpNet;
 use metrics::Counter;
 
-use super::config::{
-    DEFAULT_MAX_KEYS, HeaderMode, Limits, PathPattern, RateLimitConfig, StoreChoice,
-};
+use super::config::{HeaderMode, Limits, PathPattern, RateLimitConfig, StoreChoice};
 use super::gcra::Gcra;
 use super::headers::policy_item;
 use super::key::{ClientIpConfig, KeySource, KeyValue, RequestInfo};
@@ -162,6 +160,7 @@ impl Shared {
                 StoreChoice::Local { max_keys } => Arc::new(
                     LocalStore::new(max_keys).with_metrics(StoreMetrics::new(&p.name, "local")),
                 ),
+                #[cfg(unix)]
                 StoreChoice::Shm(zone) => match zone.store(&p.name) {
                     Ok(store) => {
                         store.adopt(&p.limits.gcra());
@@ -175,7 +174,7 @@ impl Shared {
                             %error,
                             "shared-memory zone unusable; using a local store"
                         );
-                        Arc::new(LocalStore::new(DEFAULT_MAX_KEYS))
+                        Arc::new(LocalStore::new(super::config::DEFAULT_MAX_KEYS))
                     }
                 },
                 #[cfg(feature = "redis")]

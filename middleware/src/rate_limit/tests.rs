@@ -672,8 +672,9 @@ async fn component_registers_reports_and_runs_actions() {
 }
 
 #[test]
+#[cfg(unix)]
 fn shm_policies_share_state_between_layers() {
-    let zone = ShmZone::create_memfd("layers", 700).unwrap();
+    let zone = ShmZone::create_anonymous("layers", 700).unwrap();
     let worker_zone = ShmZone::attach(zone.inheritable_fd().unwrap()).unwrap();
     let build = |zone: Arc<ShmZone>| {
         RateLimitConfig::builder()
@@ -699,7 +700,7 @@ fn shm_policies_share_state_between_layers() {
         assert_eq!(status(&b, req("192.0.2.1", "/")).await, 429);
         assert_eq!(hb.policy("api").unwrap().stats().store, "shm");
     });
-    let other = ShmZone::create_memfd("owned", 70).unwrap();
+    let other = ShmZone::create_anonymous("owned", 70).unwrap();
     other.store("someone-else").unwrap();
     let err = RateLimitConfig::builder()
         .policy(PolicyConfig::builder("api").shm(other))

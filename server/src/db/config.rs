@@ -137,7 +137,7 @@ fn redact(url: &str) -> String {
 /// `palisade.db` in the state directory (`$XDG_STATE_HOME/palisade`, else
 /// `~/.local/state/palisade`), else in the working directory.
 pub fn default_sqlite_path() -> PathBuf {
-    palisade_top::default_token_path()
+    palisade::admin::token::default_token_path()
         .and_then(|token| token.parent().map(|dir| dir.join("palisade.db")))
         .unwrap_or_else(|| PathBuf::from("palisade.db"))
 }

@@ -29,7 +29,9 @@
 //! failure_mode = "local_fallback"       # Redis only: "fail_open", "fail_closed", "local_fallback"
 //! ```
 
+#[cfg(unix)]
 use std::collections::HashMap;
+#[cfg(unix)]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -204,7 +206,9 @@ impl BuildContext {
         Self::default()
     }
 
-    /// With the shared-memory zone of `policy`.
+    /// With the shared-memory zone of `policy`. Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     #[must_use]
     pub fn with_shm_zone(mut self, policy: impl Into<String>, zone: Arc<ShmZone>) -> Self {
         self.shm_zones.insert(policy.into(), zone);
@@ -238,15 +242,15 @@ impl RateLimitSettings {
     /// Builds and validates the layer configuration.
     pub fn config(&self, ctx: &BuildContext) -> Result<RateLimitConfig, ConfigError> {
         let mut redis = ctx.redis.clone();
-        if redis.is_none() {
-            if let Some(r) = &self.redis {
-                let mut options = RedisOptions::new(&r.url);
-                options.timeout = r.timeout;
-                options.prefix.clone_from(&r.prefix);
-                let store = RedisStore::new(options)
-                    .map_err(|e| invalid("redis.url", &r.url, e.to_string()))?;
-                redis = Some(store);
-            }
+        if redis.is_none()
+            && let Some(r) = &self.redis
+        {
+            let mut options = RedisOptions::new(&r.url);
+            options.timeout = r.timeout;
+            options.prefix.clone_from(&r.prefix);
+            let store = RedisStore::new(options)
+                .map_err(|e| invalid("redis.url", &r.url, e.to_string()))?;
+            redis = Some(store);
         }
         let mut builder = RateLimitConfig::builder()
             .trusted_proxies(self.trusted_proxies.iter().copied())
@@ -278,6 +282,7 @@ impl RateLimitSettings {
             let max_keys = p.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
             let store = match p.store {
                 StoreSetting::Local => StoreChoice::Local { max_keys },
+                #[cfg(unix)]
                 StoreSetting::Shm => StoreChoice::Shm(
                     ctx.shm_zones
                         .get(&p.name)
@@ -391,7 +396,7 @@ mod tests {
             shm.config(&BuildContext::new()).unwrap_err(),
             ConfigError::NoShmZone("a".into())
         );
-        let zone = ShmZone::create_memfd("settings", 70).unwrap();
+        let zone = ShmZone::create_anonymous("settings", 70).unwrap();
         assert!(
             shm.config(&BuildContext::new().with_shm_zone("a", zone))
                 .is_ok()

@@ -1,7 +1,7 @@
 //! Where GCRA state lives: one trait, three stores.
 //!
 //! - [`LocalStore`]: this process, bounded memory (a fixed cell table).
-//! - [`ShmZone`] / [`ShmStore`]: one table in a shared-memory segment used by several worker
+//! - `ShmZone` / `ShmStore` (unix): one table in a shared-memory segment used by several worker
 //!   processes, so they enforce one limit together (nginx `limit_req_zone`).
 //! - `RedisStore` (feature `redis`): GCRA in a Lua script on the Redis server's clock, shared by
 //!   every instance, with a timeout, a breaker and a failure policy.
@@ -12,6 +12,7 @@
 mod local;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(unix)]
 mod shm;
 
 use std::fmt;
@@ -21,6 +22,8 @@ use std::pin::Pin;
 pub use self::local::LocalStore;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisOptions, RedisStore};
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub use self::shm::{ShmStore, ShmZone};
 
 use super::gcra::{Decision, Gcra};

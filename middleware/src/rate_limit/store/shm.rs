@@ -2,13 +2,17 @@
 //! processes attach to, so they enforce one limit together (nginx `limit_req_zone`).
 //!
 //! This is the one module of the rate limiter that needs `unsafe`: mapping a file and viewing
-//! the mapping as atomics. Every block carries a SAFETY comment.
+//! the mapping as atomics. Every block carries a SAFETY comment. System calls go through `nix`.
+//!
+//! Unix only. The segment is an anonymous memory file (`memfd_create`) on Linux, Android and
+//! FreeBSD, and an unlinked POSIX shared-memory object (`shm_open`) on other unix systems
+//! (macOS); any unix system can also use a file ([`ShmZone::create_file`]).
 #![allow(unsafe_code)]
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,12 +48,12 @@ struct Header {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
-const _: () = assert!(HEADER_LEN % std::mem::align_of::<Set>() == 0);
+const _: () = assert!(HEADER_LEN.is_multiple_of(std::mem::align_of::<Set>()));
 
 /// A shared-memory rate-limit zone: the state of one policy, shared by several processes.
 ///
-/// The supervisor creates one zone per shared policy ([`create_memfd`](Self::create_memfd) or
-/// [`create_file`](Self::create_file)) before starting workers and hands each worker the file
+/// The supervisor creates one zone per shared policy ([`create_anonymous`](Self::create_anonymous)
+/// or [`create_file`](Self::create_file)) before starting workers and hands each worker the file
 /// descriptor ([`inheritable_fd`](Self::inheritable_fd)) or the path; workers
 /// [`attach`](Self::attach) to it and use it with
 /// [`PolicyBuilder::shm`](crate::rate_limit::PolicyBuilder::shm) (or
@@ -57,6 +61,9 @@ const _: () = assert!(HEADER_LEN % std::mem::align_of::<Set>() == 0);
 /// processes then share the policy's buckets: N workers × any traffic = one limit (nginx
 /// `limit_req_zone`, which also binds one rate to one zone). A zone is bound to the first policy
 /// name that uses it; another name is refused.
+///
+/// Unix only: where there is no shared memory (Windows), the type does not exist and a policy
+/// with `store = "shm"` is a configuration error.
 ///
 /// Time is `CLOCK_MONOTONIC`, common to all processes on the machine. The quota itself is
 /// configured in every process (the supervisor's control channel propagates runtime changes);
@@ -70,7 +77,7 @@ const _: () = assert!(HEADER_LEN % std::mem::align_of::<Set>() == 0);
 /// use palisade::rate_limit::{Gcra, KeyValue, ShmZone};
 /// use std::time::Duration;
 ///
-/// let zone = ShmZone::create_memfd("doc-zone", 7_000).unwrap();
+/// let zone = ShmZone::create_anonymous("doc-zone", 7_000).unwrap();
 /// let worker = ShmZone::attach(zone.inheritable_fd().unwrap()).unwrap(); // e.g. in a child
 /// let (a, b) = (zone.store("api").unwrap(), worker.store("api").unwrap());
 /// let gcra = Gcra::new(1, Duration::from_secs(3600), 2);
@@ -103,20 +110,57 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 
 impl ShmZone {
     /// Creates a zone for at least 7 and at most `max_keys` keys (rounded down to a multiple of
-    /// 7) in an anonymous memory file (`memfd_create`). The descriptor is close-on-exec; pass
-    /// [`inheritable_fd`](Self::inheritable_fd) to children.
+    /// 7) in anonymous shared memory: [`create_memfd`](Self::create_memfd) where the system has
+    /// `memfd_create` (Linux, Android, FreeBSD), [`create_posix_shm`](Self::create_posix_shm)
+    /// elsewhere. The descriptor is close-on-exec; pass [`inheritable_fd`](Self::inheritable_fd)
+    /// to children.
+    pub fn create_anonymous(name: &str, max_keys: usize) -> io::Result<Arc<Self>> {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        return Self::create_memfd(name, max_keys);
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+        return Self::create_posix_shm(name, max_keys);
+    }
+
+    /// Creates a zone (see [`create_anonymous`](Self::create_anonymous)) in an anonymous memory
+    /// file (`memfd_create`, close-on-exec). Linux, Android and FreeBSD.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     pub fn create_memfd(name: &str, max_keys: usize) -> io::Result<Arc<Self>> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
         let cname = std::ffi::CString::new(format!("palisade-{name}"))
             .map_err(|_| invalid("zone name contains a NUL byte"))?;
-        // SAFETY: `cname` is a valid NUL-terminated string that outlives the call; the flags are
-        // valid memfd_create flags. The returned descriptor is checked before use.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by memfd_create, is open, and nothing else owns it.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        Self::init(file, max_keys)
+        let fd = memfd_create(cname.as_c_str(), MFdFlags::MFD_CLOEXEC)?;
+        Self::init(File::from(fd), max_keys)
+    }
+
+    /// Creates a zone (see [`create_anonymous`](Self::create_anonymous)) in a POSIX
+    /// shared-memory object (`shm_open`, mode 0600, close-on-exec) that is unlinked at once:
+    /// like a memory file, it lives as long as a descriptor or a mapping of it does, and no
+    /// name is left behind. `name` is only used in error messages. Every unix system.
+    pub fn create_posix_shm(name: &str, max_keys: usize) -> io::Result<Arc<Self>> {
+        use nix::errno::Errno;
+        use nix::fcntl::OFlag;
+        use nix::sys::mman::{shm_open, shm_unlink};
+        use nix::sys::stat::Mode;
+        // macOS allows 31 bytes per name: "/palisade-" + pid + "-" + 8 hex digits fits.
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR;
+        let mut attempts = 0;
+        let fd = loop {
+            let object = format!("/palisade-{}-{:08x}", std::process::id(), fastrand::u32(..));
+            match shm_open(object.as_str(), flags, Mode::S_IRUSR | Mode::S_IWUSR) {
+                Ok(fd) => {
+                    shm_unlink(object.as_str())?;
+                    break fd;
+                }
+                Err(Errno::EEXIST) if attempts < 8 => attempts += 1,
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("shared-memory object for rate-limit zone `{name}`: {e}"),
+                    ));
+                }
+            }
+        };
+        Self::init(File::from(fd), max_keys)
     }
 
     /// Creates (or overwrites) a zone backed by the file at `path` (e.g. under `/dev/shm`).
@@ -159,22 +203,28 @@ impl ShmZone {
         if len < HEADER_LEN as u64 {
             return Err(invalid("not a rate-limit zone: file too short"));
         }
-        let sets = (len - HEADER_LEN as u64) / std::mem::size_of::<Set>() as u64;
-        if sets == 0 || sets > MAX_SETS {
+        // Some systems (macOS shared-memory objects) report the size rounded up to a page, so
+        // the file may hold more than the header's sets: map what the size allows, then narrow
+        // the zone to the header's count.
+        let room = (len - HEADER_LEN as u64) / std::mem::size_of::<Set>() as u64;
+        if room == 0 || room > MAX_SETS {
             return Err(invalid("not a rate-limit zone: bad size"));
         }
-        let zone = Self::map(file, sets as usize)?;
+        let mut zone = Self::map(file, room as usize)?;
         let h = zone.header();
         if h.magic.load(Ordering::Acquire) != MAGIC {
             return Err(invalid("not a rate-limit zone: bad magic"));
         }
-        if h.ways.load(Ordering::Relaxed) != WAYS as u64 || h.sets.load(Ordering::Relaxed) != sets {
+        let sets = h.sets.load(Ordering::Relaxed);
+        if h.ways.load(Ordering::Relaxed) != WAYS as u64 || sets == 0 || sets > room {
             return Err(invalid("rate-limit zone layout differs from this build"));
         }
+        zone.sets = sets as usize;
         Ok(Arc::new(zone))
     }
 
-    /// Attaches to a zone by path (a file, or `/proc/self/fd/N` for an inherited descriptor).
+    /// Attaches to a zone by path (a file, or on Linux `/proc/self/fd/N` for an inherited
+    /// descriptor; elsewhere pass the descriptor to [`attach`](Self::attach)).
     pub fn attach_path(path: impl AsRef<Path>) -> io::Result<Arc<Self>> {
         Self::attach_file(OpenOptions::new().read(true).write(true).open(path)?)
     }
@@ -223,17 +273,11 @@ impl ShmZone {
     }
 
     /// A duplicate of the zone's descriptor without close-on-exec, for a child process to inherit
-    /// (pass its number to the child, which attaches with [`attach`](Self::attach) or
+    /// (pass its number to the child, which attaches with [`attach`](Self::attach), or on Linux
     /// [`attach_path`](Self::attach_path)`("/proc/self/fd/N")`).
     pub fn inheritable_fd(&self) -> io::Result<OwnedFd> {
-        // SAFETY: F_DUPFD on a descriptor we own returns a new descriptor (without FD_CLOEXEC)
-        // or -1; the result is checked before use.
-        let fd = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_DUPFD, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        // `dup` never copies FD_CLOEXEC: the duplicate survives exec.
+        Ok(nix::unistd::dup(self.file.as_fd())?)
     }
 
     /// Maximum keys.
@@ -243,16 +287,14 @@ impl ShmZone {
 
     /// The zone's clock: `CLOCK_MONOTONIC` in nanoseconds, the same in every process.
     pub fn clock_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always supported on
-        // Linux, and on failure `ts` stays zeroed (time 0 only makes every key look busy).
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        (ts.tv_sec as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(ts.tv_nsec as u64)
+        use nix::time::{ClockId, clock_gettime};
+        // CLOCK_MONOTONIC is always supported; were it to fail, time 0 only makes every key
+        // look busy.
+        clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+            (ts.tv_sec() as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(ts.tv_nsec() as u64)
+        })
     }
 
     /// The store of `policy` in this zone, binding the zone to that policy name if it is not
@@ -442,7 +484,19 @@ mod tests {
         std::fs::remove_file(&dir).unwrap();
     }
 
+    /// The anonymous backings: memfd where the system has it, and the portable POSIX
+    /// shared-memory object everywhere (so Linux exercises the macOS code path too).
+    type Create = fn(&str, usize) -> io::Result<Arc<ShmZone>>;
+
+    fn backings() -> Vec<(&'static str, Create)> {
+        vec![
+            ("anonymous", ShmZone::create_anonymous),
+            ("posix_shm", ShmZone::create_posix_shm),
+        ]
+    }
+
     #[test]
+    #[cfg(target_os = "linux")]
     fn inherited_fd_attaches_through_proc() {
         let zone = ShmZone::create_memfd("t", 70).unwrap();
         let fd = zone.inheritable_fd().unwrap();
@@ -465,8 +519,70 @@ mod tests {
     }
 
     #[test]
+    fn portable_backing_is_shared_inheritable_and_leaves_no_name() {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        let zone = ShmZone::create_posix_shm("portable", 700).unwrap();
+        assert_eq!(zone.capacity(), 700);
+        let flags =
+            |fd: BorrowedFd<'_>| FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap());
+        assert!(
+            flags(zone.fd()).contains(FdFlag::FD_CLOEXEC),
+            "the zone's own fd is close-on-exec"
+        );
+        let inherited = zone.inheritable_fd().unwrap();
+        assert!(
+            !flags(inherited.as_fd()).contains(FdFlag::FD_CLOEXEC),
+            "the child's copy survives exec"
+        );
+        let child_view = ShmZone::attach(inherited).unwrap();
+        assert_eq!(child_view.capacity(), 700);
+        let g = Gcra::new(1, Duration::from_secs(60), 1);
+        let (a, b) = (zone.store("p").unwrap(), child_view.store("p").unwrap());
+        assert!(a.check_key(&KeyValue::Global, &g, 1).allowed);
+        assert!(
+            !b.check_key(&KeyValue::Global, &g, 1).allowed,
+            "one bucket in both mappings"
+        );
+        assert_eq!(zone.stats().keys, 1);
+        let err = child_view.store("q").unwrap_err();
+        assert!(err.to_string().contains("another policy"), "{err}");
+        // The object was unlinked at creation: nothing named after this process remains.
+        #[cfg(target_os = "linux")]
+        {
+            let prefix = format!("palisade-{}-", std::process::id());
+            let left: Vec<_> = std::fs::read_dir("/dev/shm")
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+
+    #[test]
+    fn attach_accepts_a_segment_rounded_up_to_a_page() {
+        // macOS reports a shared-memory object's size rounded up to a page.
+        let path = std::env::temp_dir().join(format!("palisade-zone-pg-{}", std::process::id()));
+        let zone = ShmZone::create_file(&path, 70).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(16_384)
+            .unwrap();
+        let again = ShmZone::attach_path(&path).unwrap();
+        assert_eq!(again.capacity(), zone.capacity());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn rescale_happens_once_across_mappings() {
-        let zone = ShmZone::create_memfd("r", 70).unwrap();
+        for (backing, create) in backings() {
+            rescale_once(backing, create("r", 70).unwrap());
+        }
+    }
+
+    fn rescale_once(backing: &str, zone: Arc<ShmZone>) {
         let other = ShmZone::attach(zone.inheritable_fd().unwrap()).unwrap();
         let (a, b) = (zone.store("p").unwrap(), other.store("p").unwrap());
         let old = Gcra::new(1, Duration::from_secs(1), 20);
@@ -481,11 +597,13 @@ mod tests {
         b.rescale(&old, &new);
         // 10 of 20 used; a peek counts the peeked request too.
         let d = b.peek(&KeyValue::Global, &new, 1).unwrap();
-        assert_eq!(d.remaining, 9, "{d:?}");
+        assert_eq!(d.remaining, 9, "{backing}: {d:?}");
     }
 
     #[test]
     fn absurd_sizes_are_refused() {
-        assert!(ShmZone::create_memfd("big", usize::MAX).is_err());
+        for (backing, create) in backings() {
+            assert!(create("big", usize::MAX).is_err(), "{backing}");
+        }
     }
 }
