@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use palisade::admin::{self, AdminBackend, AdminConfig, Applied, BackendError, LocalBackend};
-use palisade::control::model::{ServerInfo, Traffic, WorkerInfo};
+use palisade::admin::{
+    self, AdminBackend, AdminConfig, Applied, BackendError, BackendFuture, LocalBackend,
+};
+use palisade::control::model::{Propagation, ServerInfo, Traffic, WorkerInfo};
 use palisade::control::{Change, Component, ComponentKind, FieldError, Registry};
 use palisade::observe::{CONTENT_TYPE, PrometheusExporter, StatsRecorder, merge_expositions};
 use parking_lot::RwLock;
@@ -20,7 +22,23 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::supervisor::{Command, SupervisorHandle, View};
+use crate::supervisor::{CHANGE_TIMEOUT, Command, SupervisorHandle, View};
+
+/// How long an admin request waits for the supervisor loop beyond the workers' own bound.
+const SUPERVISOR_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits for the supervisor's answer to a command.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, BackendError>>) -> Result<T, BackendError> {
+    match tokio::time::timeout(CHANGE_TIMEOUT + SUPERVISOR_SLACK, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(BackendError::Unavailable(
+            "the supervisor stopped before answering".into(),
+        )),
+        Err(_) => Err(BackendError::Unavailable(
+            "the supervisor did not answer in time; try again".into(),
+        )),
+    }
+}
 
 /// Where the admin token lives: `admin.token_file`, else the per-user default that
 /// `palisade-top` also looks at.
@@ -191,50 +209,90 @@ impl AdminBackend for SupervisorBackend {
         traffic
     }
 
-    fn scale(&self, workers: u32) -> Result<Change, BackendError> {
-        let before = self.worker_count();
-        drop(self.ask(|tx| Command::Scale(workers as usize, tx))?);
-        Ok(Change {
-            before: json!({ "workers": before }),
-            after: json!({ "workers": workers }),
+    fn scale(&self, workers: u32) -> BackendFuture<'_, Change> {
+        Box::pin(async move {
+            let before = self.worker_count();
+            let rx = self.ask(|tx| Command::Scale(workers as usize, tx))?;
+            let after = answer(rx).await?;
+            Ok(Change {
+                before: json!({ "workers": before }),
+                after: json!({ "workers": after }),
+            })
         })
     }
 
-    fn restart(&self) -> Result<Change, BackendError> {
-        let pids: Vec<u32> = self.workers().iter().map(|w| w.pid).collect();
-        drop(self.ask(Command::Restart)?);
-        Ok(Change {
-            before: json!({ "pids": pids }),
-            after: json!({ "rolling_restart": true }),
+    fn restart(&self) -> BackendFuture<'_, Change> {
+        Box::pin(async move {
+            let pids: Vec<u32> = self.workers().iter().map(|w| w.pid).collect();
+            let rx = self.ask(Command::Restart)?;
+            let replacing = answer(rx).await?;
+            Ok(Change {
+                before: json!({ "pids": pids }),
+                after: json!({ "rolling_restart": true, "replacing": replacing }),
+            })
         })
     }
 
-    fn drain_worker(&self, id: u32) -> Result<Change, BackendError> {
-        let worker = self
-            .workers()
-            .into_iter()
-            .find(|w| w.id == id && w.state == "ready")
-            .ok_or_else(|| BackendError::NotFound(format!("no ready worker with id {id}")))?;
-        drop(self.ask(|tx| Command::Drain(id, tx))?);
-        Ok(Change {
-            before: json!({ "id": id, "pid": worker.pid }),
-            after: json!({ "id": id, "replaced": true }),
+    fn drain_worker(&self, id: u32) -> BackendFuture<'_, Change> {
+        Box::pin(async move {
+            let worker = self
+                .workers()
+                .into_iter()
+                .find(|w| w.id == id && w.state == "ready")
+                .ok_or_else(|| BackendError::NotFound(format!("no ready worker with id {id}")))?;
+            let rx = self.ask(|tx| Command::Drain(id, tx))?;
+            answer(rx).await?;
+            Ok(Change {
+                before: json!({ "id": id, "pid": worker.pid }),
+                after: json!({ "id": id, "replaced": true }),
+            })
         })
     }
 
-    fn applied(&self, applied: &Applied) {
-        let command = match applied {
-            Applied::Settings { name, change, .. } => {
-                Command::Apply(name.clone(), change.after.clone())
+    fn propagate<'a>(&'a self, applied: &'a Applied) -> BackendFuture<'a, Propagation> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            let command = match applied {
+                Applied::Settings {
+                    kind, name, change, ..
+                } => Command::Apply {
+                    kind: *kind,
+                    name: name.clone(),
+                    settings: change.after.clone(),
+                    rollback: change.before.clone(),
+                    reply: tx,
+                },
+                Applied::Action {
+                    kind,
+                    name,
+                    action,
+                    args,
+                    ..
+                } => Command::Action {
+                    kind: *kind,
+                    name: name.clone(),
+                    action: action.clone(),
+                    args: args.clone(),
+                    reply: tx,
+                },
+                _ => return Ok(Propagation::default()),
+            };
+            self.handle.commands.try_send(command).map_err(|_| {
+                BackendError::Unavailable(
+                    "the supervisor is busy; nothing changed; try again".into(),
+                )
+            })?;
+            match tokio::time::timeout(CHANGE_TIMEOUT + SUPERVISOR_SLACK, rx).await {
+                Ok(Ok(Ok(propagation))) => Ok(propagation),
+                Ok(Ok(Err(propagation))) => Err(BackendError::NotApplied(propagation)),
+                Ok(Err(_)) => Err(BackendError::Unavailable(
+                    "the supervisor stopped before the workers answered".into(),
+                )),
+                Err(_) => Err(BackendError::Unavailable(
+                    "the supervisor did not answer in time".into(),
+                )),
             }
-            Applied::Action {
-                name, action, args, ..
-            } => Command::Action(name.clone(), action.clone(), args.clone()),
-            _ => return,
-        };
-        if self.handle.commands.try_send(command).is_err() {
-            tracing::error!("supervisor command queue full: a change did not reach the workers");
-        }
+        })
     }
 }
 

@@ -80,11 +80,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub use audit::AuditLog;
-pub use backend::{AdminBackend, Applied, BackendError, LocalBackend, rss_bytes};
+pub use backend::{AdminBackend, Applied, BackendError, BackendFuture, LocalBackend, rss_bytes};
 pub use config::{Access, AdminConfig, AdminConfigBuilder, ConfigError, MIN_SECRET_LEN, Token};
 pub use routes::routes;
 
@@ -124,7 +123,7 @@ impl Admin {
                 registry,
                 config,
                 seq: AtomicU64::new(0),
-                write_lock: Mutex::new(()),
+                write_lock: tokio::sync::Mutex::new(()),
                 closed,
             }),
         }
@@ -166,7 +165,7 @@ pub(crate) struct Shared {
     /// The last snapshot `seq` handed out.
     pub(crate) seq: AtomicU64,
     /// Serializes admin changes so an `If-Match` check and the change are atomic.
-    pub(crate) write_lock: Mutex<()>,
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
     /// `true` once streams should end.
     pub(crate) closed: watch::Sender<bool>,
 }
