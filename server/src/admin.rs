@@ -2,9 +2,11 @@
 //! registry, with a backend that reports workers and merged traffic.
 //!
 //! In supervisor mode the registry holds the supervisor's own copies of the layer handles (the
-//! authoritative settings, validated and versioned here); each applied change is fanned out to
-//! every worker over the control channels, and replayed to workers started later. Statistics
-//! shown for a component are summed over the workers' reports.
+//! authoritative settings, validated and versioned here); each change is carried to every live
+//! worker over the control channels and answered once all acknowledged it (or rolled back
+//! everywhere when one refused or did not answer), and replayed to workers started later. Statistics
+//! shown for a component are merged from the workers' reports as the component declares
+//! (`Component::stats_merge`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -342,22 +344,10 @@ impl Component for Aggregated {
             .filter(|c| c.name == self.name && c.kind == self.inner.kind())
             .map(|c| &c.stats)
             .collect();
-        let Some((first, rest)) = reports.split_first() else {
-            return self.inner.stats();
-        };
-        let mut total = rest.iter().fold((*first).clone(), |mut acc, s| {
-            sum_into(&mut acc, s);
-            acc
-        });
-        // A shared-memory zone's store statistics are already zone-wide in every worker.
-        if first["store"] == "shm" {
-            for key in ZONE_WIDE {
-                if let Some(v) = first.get(*key) {
-                    total[*key] = v.clone();
-                }
-            }
-        }
-        total
+        // Each component declares how its fields combine (counters add up, a shared-memory
+        // zone's figures count once, a breaker shows its most severe state).
+        palisade::control::merge::merge_stats(&reports, &self.inner.stats_merge())
+            .unwrap_or_else(|| self.inner.stats())
     }
     fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
         self.inner.apply(patch, dry_run)
@@ -368,63 +358,7 @@ impl Component for Aggregated {
     fn actions(&self) -> &'static [&'static str] {
         self.inner.actions()
     }
-}
-
-/// Statistics of a shared-memory rate-limit zone that each worker reports for the whole zone.
-const ZONE_WIDE: &[&str] = &[
-    "capacity",
-    "keys",
-    "evictions_idle",
-    "evictions_pressure",
-    "purged",
-];
-
-/// Adds worker statistics: integers are summed (counters), other numbers keep the largest
-/// (rates: the worst worker), and differing strings are joined (`closed/open`).
-fn sum_into(acc: &mut Value, other: &Value) {
-    match (acc, other) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                match a.get_mut(k) {
-                    Some(existing) => sum_into(existing, v),
-                    None => {
-                        a.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (Value::Number(a), Value::Number(b)) => {
-            if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
-                *a = (x.saturating_add(y)).into();
-            } else if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
-                if let Some(n) = serde_json::Number::from_f64(x.max(y)) {
-                    *a = n;
-                }
-            }
-        }
-        (Value::String(a), Value::String(b)) if !a.split('/').any(|part| part == b) => {
-            a.push('/');
-            a.push_str(b);
-        }
-        _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worker_stats_are_summed() {
-        let mut acc = json!({"allowed": 3, "rate": 0.25, "state": "closed", "l1": {"hits": 1}});
-        sum_into(
-            &mut acc,
-            &json!({"allowed": 4, "rate": 0.5, "state": "open", "l1": {"hits": 2}, "x": 1}),
-        );
-        sum_into(&mut acc, &json!({"state": "closed"}));
-        assert_eq!(
-            acc,
-            json!({"allowed": 7, "rate": 0.5, "state": "closed/open", "l1": {"hits": 3}, "x": 1})
-        );
+    fn stats_merge(&self) -> Vec<palisade::control::merge::FieldMerge> {
+        self.inner.stats_merge()
     }
 }
