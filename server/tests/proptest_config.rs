@@ -138,10 +138,10 @@ fn messages() -> impl Strategy<Value = Vec<control_frame::Msg>> {
 /// `decode` gets past the version check often.
 fn payload() -> impl Strategy<Value = Vec<u8>> {
     let version = proptest::sample::select(vec![
-        json!(1),
-        json!(1),
-        json!(0),
         json!(2),
+        json!(2),
+        json!(0),
+        json!(1),
         json!(-1),
         json!("1"),
         json!(1.0),
@@ -156,6 +156,7 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
         1 => "\\PC{0,10}",
     ];
     let field = proptest::sample::select(vec![
+        "kind",
         "worker_id",
         "pid",
         "loop_lag_ms",

@@ -19,6 +19,10 @@
 //!   that does not match the current version answers 412. Admin changes are serialized, so the
 //!   check and the change are atomic with respect to other admin requests. A `PUT` without
 //!   `If-Match` applies unconditionally.
+//! - A change answers after the [`AdminBackend`] carried it to every worker process
+//!   ([`AdminBackend::propagate`]), with each worker's outcome; when a worker refuses it or
+//!   does not answer in time it is rolled back everywhere, here too, and the answer is a 409 or
+//!   504 problem naming the workers.
 //! - A change with `ttl_secs` is reverted to the previous settings when the time is up, unless
 //!   the component changed since (then the revert is skipped and audited as
 //!   `revert_skipped`).

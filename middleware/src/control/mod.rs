@@ -146,8 +146,8 @@ pub trait Component: Send + Sync + fmt::Debug + 'static {
         &[]
     }
     /// How fields of [`stats`](Component::stats) combine across worker processes, by dotted
-    /// path (see [`merge`]); fields not listed follow [`merge::Merge::Default`] (counters add
-    /// up, other numbers keep the largest).
+    /// path (see [`merge`](mod@merge)); fields not listed follow
+    /// [`merge::Merge::Default`] (counters add up, other numbers keep the largest).
     fn stats_merge(&self) -> Vec<merge::FieldMerge> {
         Vec::new()
     }

@@ -260,10 +260,16 @@ impl Component for PolicyHandle {
         use crate::control::merge::Merge;
         if PolicyHandle::stats(self).store == "shm" {
             // One table in shared memory: every worker reports the whole zone.
-            ["capacity", "keys", "evictions_idle", "evictions_pressure", "purged"]
-                .into_iter()
-                .map(|f| (f, Merge::Once))
-                .collect()
+            [
+                "capacity",
+                "keys",
+                "evictions_idle",
+                "evictions_pressure",
+                "purged",
+            ]
+            .into_iter()
+            .map(|f| (f, Merge::Once))
+            .collect()
         } else {
             Vec::new()
         }

@@ -189,7 +189,10 @@ impl Component for ResponseCacheHandle {
     fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
         use crate::control::merge::Merge;
         vec![
-            ("store.l2.breaker", Merge::Worst(&["open", "half_open", "closed"])),
+            (
+                "store.l2.breaker",
+                Merge::Worst(&["open", "half_open", "closed"]),
+            ),
             ("store.l2.backplane.enabled", Merge::Once),
             ("store.loads.latency_mean_ms", Merge::Max),
             ("store.loads.latency_max_ms", Merge::Max),
