@@ -171,8 +171,8 @@ fn dashboard_shows_workers_edits_limits_and_survives_restarts() {
                 .any(|l| l.contains("users") && l.split_whitespace().any(|w| w.ends_with('%')))
     });
 
-    // Limits panel: rate 1, then burst 2, each confirmed; each answer says every worker
-    // applied it (the acknowledgement: nothing to wait for after it).
+    // Limits panel (fields: rate, per, burst, mode): rate 1, then burst 2, each confirmed;
+    // each answer says every worker applied it (the acknowledgement: nothing to wait for).
     tmux.keys(&["4"]);
     tmux.wait_for("the limits table", Duration::from_secs(5), |s| {
         s.contains("api") && s.contains("RATE")
@@ -183,7 +183,7 @@ fn dashboard_shows_workers_edits_limits_and_survives_restarts() {
         Duration::from_secs(15),
         |s| s.contains("rate 1000 → 1") && s.contains("applied on 2/2 workers"),
     );
-    tmux.keys(&["l", "e", "C-u", "2", "Enter", "y"]);
+    tmux.keys(&["l", "l", "e", "C-u", "2", "Enter", "y"]);
     tmux.wait_for(
         "the second change applied on both workers",
         Duration::from_secs(15),
