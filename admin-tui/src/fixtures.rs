@@ -31,6 +31,50 @@ fn comp(
     }
 }
 
+/// A single (not keyed) circuit breaker as the layer reports it.
+#[allow(clippy::too_many_arguments, reason = "one fixture row")]
+fn breaker(
+    name: &str,
+    version: u64,
+    state: &str,
+    failure_rate: f64,
+    slow_call_rate: f64,
+    calls: u64,
+    retry_after_ms: Option<u64>,
+    rejected: u64,
+    transitions: u64,
+) -> ComponentSnapshot {
+    comp(
+        ComponentKind::Breaker,
+        name,
+        version,
+        json!({
+            "failure_rate_threshold": 50.0, "slow_call_rate_threshold": 100.0,
+            "slow_call_duration_ms": null, "minimum_calls": 20, "window_kind": "count",
+            "window_size": 100, "wait_in_open_ms": 10_000, "half_open_max_calls": 10,
+            "max_wait_in_half_open_ms": null, "call_timeout_ms": null
+        }),
+        json!({
+            "keyed": false,
+            "state": state,
+            "window": {
+                "kind": "count", "size": 100, "calls": calls,
+                "failures": 0, "slow_calls": 0,
+                "failure_rate": failure_rate, "slow_call_rate": slow_call_rate
+            },
+            "retry_after_ms": retry_after_ms,
+            "half_open": null,
+            "last_transition": null,
+            "rejected": rejected,
+            "transitions": transitions,
+            "calls": {"success": calls * 10, "failure": calls, "slow_success": 0, "slow_failure": 0, "ignored": 0, "cancelled": 0},
+            "timeouts": 0,
+            "stale": 0
+        }),
+        &["force_open", "force_closed", "reset"],
+    )
+}
+
 /// The `i`-th snapshot of a busy two-worker server, one per second. Counters grow linearly
 /// with `i` so rates are exact: 500 req/s total (worker 0: 300, worker 1: 200).
 pub(crate) fn snapshot(i: u64) -> Snapshot {
@@ -108,58 +152,77 @@ pub(crate) fn snapshot(i: u64) -> Snapshot {
                 },
             ],
         },
+        // The shapes the real layers report (see `palisade::rate_limit`, `circuit_breaker`,
+        // `cache`): the panels are tested against what a server sends.
         limits: vec![
             comp(
                 ComponentKind::Limit,
                 "api",
                 3,
-                json!({"rate": 100, "per_secs": 1, "burst": 20, "mode": "enforce"}),
-                json!({"allowed": 900_000 + 450 * i, "rejected": 2_000 + 12 * i, "shadow_rejected": 0, "keys": 120}),
+                json!({"rate": 100, "per": "1s", "burst": 20, "mode": "enforce"}),
+                json!({
+                    "allowed": 900_000 + 450 * i, "rejected": 2_000 + 12 * i, "shadow_rejected": 0,
+                    "keys": 120, "capacity": 100_000, "store": "shm", "errors": 0, "fallbacks": 0,
+                    "evictions_idle": 0, "evictions_pressure": 0, "purged": 0,
+                    "key": "client_ip", "paths": ["/api/*"]
+                }),
                 &[],
             ),
             comp(
                 ComponentKind::Limit,
                 "login",
                 1,
-                json!({"rate": 5, "per_secs": 60, "burst": 5, "mode": "shadow"}),
-                json!({"allowed": 3_000 + 2 * i, "rejected": 0, "shadow_rejected": 70 + i, "keys": 40}),
+                json!({"rate": 5, "per": "1m", "burst": 5, "mode": "shadow"}),
+                json!({
+                    "allowed": 3_000 + 2 * i, "rejected": 0, "shadow_rejected": 70 + i,
+                    "keys": 40, "store": "redis", "errors": 3, "fallbacks": 3 + i,
+                    "key": "client_ip", "paths": ["/login"]
+                }),
                 &[],
             ),
         ],
         breakers: vec![
-            comp(
-                ComponentKind::Breaker,
+            breaker(
                 "payments",
                 2,
-                json!({"failure_threshold": 0.5, "min_calls": 20, "open_secs": 10}),
-                json!({"state": "open", "failure_rate": 0.75, "calls": 5_000 + 3 * i, "transitions": 7}),
-                &["force_open", "force_closed", "reset"],
+                "open",
+                75.0,
+                10.0,
+                100,
+                Some(7_400),
+                5_000 + 3 * i,
+                7,
             ),
-            comp(
-                ComponentKind::Breaker,
-                "search",
-                1,
-                json!({"failure_threshold": 0.5, "min_calls": 20, "open_secs": 10}),
-                json!({"state": "half_open", "failure_rate": 0.3, "calls": 800 + i, "transitions": 3}),
-                &["force_open", "force_closed", "reset"],
-            ),
-            comp(
-                ComponentKind::Breaker,
-                "users-db",
-                1,
-                json!({"failure_threshold": 0.5, "min_calls": 20, "open_secs": 10}),
-                json!({"state": "closed", "failure_rate": 0.0, "calls": 90_000 + 40 * i, "transitions": 0}),
-                &["force_open", "force_closed", "reset"],
-            ),
+            breaker("search", 1, "half_open", 30.0, 0.0, 40, None, 800 + i, 3),
+            breaker("users-db", 1, "closed", 0.0, 0.0, 100, None, 0, 0),
         ],
         caches: vec![comp(
             ComponentKind::Cache,
             "users",
             1,
-            json!({"ttl_secs": 60, "max_entries": 10_000}),
             json!({
-                "l1": {"hits": 9_000 + 90 * i, "misses": 1_000 + 10 * i, "entries": 800, "evictions": 12},
-                "l2": {"hits": 700 + 7 * i, "misses": 300 + 3 * i, "errors": 0}
+                "ttl_ms": 30_000, "l1_ttl_ms": 5_000, "l1_capacity_bytes": 16_777_216,
+                "l1_eviction": "tiny_lfu", "max_stale_ms": 300_000, "negative_ttl_ms": 5_000,
+                "jitter_ms": 2_000, "soft_timeout_ms": 250, "hard_timeout_ms": 5_000,
+                "name": "users", "namespace": "users", "redis": null
+            }),
+            json!({
+                "l1": {
+                    "hits": 9_000 + 90 * i, "misses": 1_000 + 10 * i, "entries": 800,
+                    "evictions": 12, "expirations": 3, "weighted_bytes": 3_500_000,
+                    "capacity_bytes": 16_777_216
+                },
+                "l2": {
+                    "hits": 700 + 7 * i, "misses": 300 + 3 * i, "errors": 0, "timeouts": 0,
+                    "corrupt": 0, "skipped_open": 0, "writes": 1_000, "oversize": 0,
+                    "breaker": "closed", "pending_invalidations": 0,
+                    "backplane": {"enabled": true, "connected": true, "received": 4, "published": 9, "reconnects": 0}
+                },
+                "loads": {
+                    "total": 1_000, "ok": 998, "errors": 2, "timeouts": 0, "coalesced": 40,
+                    "bypassed": 0, "latency_mean_ms": 2.5, "latency_max_ms": 40.0, "in_flight": 2
+                },
+                "negative_hits": 0, "stale_served": 0, "fail_safe": 0, "soft_timeouts": 0
             }),
             &["invalidate", "invalidate_prefix", "flush"],
         )],
@@ -170,8 +233,8 @@ pub(crate) fn snapshot(i: u64) -> Snapshot {
                 actor: "admin".into(),
                 action: "update".into(),
                 target: "limits/api".into(),
-                before: json!({"rate": 50, "per_secs": 1, "burst": 20, "mode": "enforce"}),
-                after: json!({"rate": 100, "per_secs": 1, "burst": 20, "mode": "enforce"}),
+                before: json!({"rate": 50, "per": "1s", "burst": 20, "mode": "enforce"}),
+                after: json!({"rate": 100, "per": "1s", "burst": 20, "mode": "enforce"}),
                 ..AuditEntry::default()
             },
             AuditEntry {

@@ -186,16 +186,27 @@ fn worker_msg(u: &mut Unstructured<'_>) -> Result<palisade_server::channel::Work
     })
 }
 
+fn component_kind(u: &mut Unstructured<'_>) -> Result<palisade::control::ComponentKind> {
+    use palisade::control::ComponentKind;
+    Ok(*u.choose(&[
+        ComponentKind::Limit,
+        ComponentKind::Breaker,
+        ComponentKind::Cache,
+    ])?)
+}
+
 fn supervisor_msg(u: &mut Unstructured<'_>) -> Result<palisade_server::channel::SupervisorMsg> {
     use palisade_server::channel::SupervisorMsg;
     Ok(match u.int_in_range(0..=2)? {
         0 => SupervisorMsg::Apply {
             id: u.arbitrary()?,
+            kind: component_kind(u)?,
             name: string(u, 16)?,
             patch: json(u, 3)?,
         },
         1 => SupervisorMsg::Action {
             id: u.arbitrary()?,
+            kind: component_kind(u)?,
             name: string(u, 16)?,
             action: string(u, 16)?,
             args: json(u, 3)?,

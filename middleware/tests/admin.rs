@@ -1374,36 +1374,44 @@ impl AdminBackend for Supervisor {
     fn traffic(&self) -> Traffic {
         Traffic::default()
     }
-    fn scale(&self, workers: u32) -> Result<Change, BackendError> {
+    fn scale(&self, workers: u32) -> admin::BackendFuture<'_, Change> {
         let mut n = self.workers.lock();
         let before = json!({ "workers": *n });
         *n = workers;
-        Ok(Change {
+        Box::pin(std::future::ready(Ok(Change {
             before,
             after: json!({ "workers": workers }),
-        })
+        })))
     }
-    fn restart(&self) -> Result<Change, BackendError> {
-        Err(BackendError::Conflict(
+    fn restart(&self) -> admin::BackendFuture<'_, Change> {
+        Box::pin(std::future::ready(Err(BackendError::Conflict(
             "a rolling restart is already running".into(),
-        ))
+        ))))
     }
-    fn drain_worker(&self, id: u32) -> Result<Change, BackendError> {
+    fn drain_worker(&self, id: u32) -> admin::BackendFuture<'_, Change> {
         if id >= *self.workers.lock() {
-            return Err(BackendError::NotFound(format!("no worker {id}")));
+            return Box::pin(std::future::ready(Err(BackendError::NotFound(format!(
+                "no worker {id}"
+            )))));
         }
         self.log.lock().push(format!("drain {id}"));
-        Ok(Change {
+        Box::pin(std::future::ready(Ok(Change {
             before: json!({ "state": "ready" }),
             after: json!({ "state": "draining" }),
-        })
+        })))
     }
-    fn applied(&self, applied: &admin::Applied) {
+    fn propagate<'a>(
+        &'a self,
+        applied: &'a admin::Applied,
+    ) -> admin::BackendFuture<'a, palisade::control::model::Propagation> {
         if let admin::Applied::Settings { name, change, .. } = applied {
             self.log
                 .lock()
                 .push(format!("fan out {name} {}", change.after));
         }
+        Box::pin(std::future::ready(Ok(
+            palisade::control::model::Propagation::local(),
+        )))
     }
 }
 

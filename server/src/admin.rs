@@ -2,17 +2,21 @@
 //! registry, with a backend that reports workers and merged traffic.
 //!
 //! In supervisor mode the registry holds the supervisor's own copies of the layer handles (the
-//! authoritative settings, validated and versioned here); each applied change is fanned out to
-//! every worker over the control channels, and replayed to workers started later. Statistics
-//! shown for a component are summed over the workers' reports.
+//! authoritative settings, validated and versioned here); each change is carried to every live
+//! worker over the control channels and answered once all acknowledged it (or rolled back
+//! everywhere when one refused or did not answer), and replayed to workers started later. Statistics
+//! shown for a component are merged from the workers' reports as the component declares
+//! (`Component::stats_merge`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade::admin::{self, AdminBackend, AdminConfig, Applied, BackendError, LocalBackend};
-use palisade::control::model::{ServerInfo, Traffic, WorkerInfo};
+use palisade::admin::{
+    self, AdminBackend, AdminConfig, Applied, BackendError, BackendFuture, LocalBackend,
+};
+use palisade::control::model::{Propagation, ServerInfo, Traffic, WorkerInfo};
 use palisade::control::{Change, Component, ComponentKind, FieldError, Registry};
 use palisade::observe::{CONTENT_TYPE, PrometheusExporter, StatsRecorder, merge_expositions};
 use parking_lot::RwLock;
@@ -20,7 +24,23 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::supervisor::{Command, SupervisorHandle, View};
+use crate::supervisor::{CHANGE_TIMEOUT, Command, SupervisorHandle, View};
+
+/// How long an admin request waits for the supervisor loop beyond the workers' own bound.
+const SUPERVISOR_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits for the supervisor's answer to a command.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, BackendError>>) -> Result<T, BackendError> {
+    match tokio::time::timeout(CHANGE_TIMEOUT + SUPERVISOR_SLACK, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(BackendError::Unavailable(
+            "the supervisor stopped before answering".into(),
+        )),
+        Err(_) => Err(BackendError::Unavailable(
+            "the supervisor did not answer in time; try again".into(),
+        )),
+    }
+}
 
 /// Where the admin token lives: `admin.token_file`, else the per-user default that
 /// `palisade-top` also looks at.
@@ -435,63 +455,103 @@ impl AdminBackend for SupervisorBackend {
         traffic
     }
 
-    fn scale(&self, workers: u32) -> Result<Change, BackendError> {
-        let before = self.worker_count();
-        let max = self.handle.lifecycle.lock().max_workers;
-        if workers as usize > max {
-            return Err(BackendError::Invalid(vec![FieldError::new(
-                "workers",
-                format!(
-                    "must be at most {max} (workers.max; 0 there means four per CPU), got \
-                     {workers}"
-                ),
-            )]));
-        }
-        self.claim("scale", format!("scale to {workers} workers"))?;
-        drop(self.ask(|tx| Command::Scale(workers as usize, tx))?);
-        Ok(Change {
-            before: json!({ "workers": before }),
-            after: json!({ "workers": workers }),
-        })
-    }
-
-    fn restart(&self) -> Result<Change, BackendError> {
-        let pids: Vec<u32> = self.workers().iter().map(|w| w.pid).collect();
-        self.claim("restart", "rolling restart".to_owned())?;
-        drop(self.ask(Command::Restart)?);
-        Ok(Change {
-            before: json!({ "pids": pids }),
-            after: json!({ "rolling_restart": true }),
-        })
-    }
-
-    fn drain_worker(&self, id: u32) -> Result<Change, BackendError> {
-        let worker = self
-            .workers()
-            .into_iter()
-            .find(|w| w.id == id && w.state == "ready")
-            .ok_or_else(|| BackendError::NotFound(format!("no ready worker with id {id}")))?;
-        self.claim("drain", format!("replace worker {id}"))?;
-        drop(self.ask(|tx| Command::Drain(id, tx))?);
-        Ok(Change {
-            before: json!({ "id": id, "pid": worker.pid }),
-            after: json!({ "id": id, "replaced": true }),
-        })
-    }
-
-    fn applied(&self, applied: &Applied) {
-        let command = match applied {
-            Applied::Settings { name, change, .. } => {
-                Command::Apply(name.clone(), change.after.clone())
+    fn scale(&self, workers: u32) -> BackendFuture<'_, Change> {
+        Box::pin(async move {
+            let before = self.worker_count();
+            let max = self.handle.lifecycle.lock().max_workers;
+            if workers as usize > max {
+                return Err(BackendError::Invalid(vec![FieldError::new(
+                    "workers",
+                    format!(
+                        "must be at most {max} (workers.max; 0 there means four per CPU), got \
+                         {workers}"
+                    ),
+                )]));
             }
-            Applied::Action {
-                name, action, args, ..
-            } => Command::Action(name.clone(), action.clone(), args.clone()),
-            _ => return,
-        };
-        if self.handle.commands.try_send(command).is_err() {
-            tracing::error!("supervisor command queue full: a change did not reach the workers");
-        }
+            self.claim("scale", format!("scale to {workers} workers"))?;
+            let rx = self.ask(|tx| Command::Scale(workers as usize, tx))?;
+            let after = answer(rx).await?;
+            Ok(Change {
+                before: json!({ "workers": before }),
+                after: json!({ "workers": after }),
+            })
+        })
+    }
+
+    fn restart(&self) -> BackendFuture<'_, Change> {
+        Box::pin(async move {
+            let pids: Vec<u32> = self.workers().iter().map(|w| w.pid).collect();
+            self.claim("restart", "rolling restart".to_owned())?;
+            let rx = self.ask(Command::Restart)?;
+            let replacing = answer(rx).await?;
+            Ok(Change {
+                before: json!({ "pids": pids }),
+                after: json!({ "rolling_restart": true, "replacing": replacing }),
+            })
+        })
+    }
+
+    fn drain_worker(&self, id: u32) -> BackendFuture<'_, Change> {
+        Box::pin(async move {
+            let worker = self
+                .workers()
+                .into_iter()
+                .find(|w| w.id == id && w.state == "ready")
+                .ok_or_else(|| BackendError::NotFound(format!("no ready worker with id {id}")))?;
+            self.claim("drain", format!("replace worker {id}"))?;
+            let rx = self.ask(|tx| Command::Drain(id, tx))?;
+            answer(rx).await?;
+            Ok(Change {
+                before: json!({ "id": id, "pid": worker.pid }),
+                after: json!({ "id": id, "replaced": true }),
+            })
+        })
+    }
+
+    fn propagate<'a>(&'a self, applied: &'a Applied) -> BackendFuture<'a, Propagation> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            let command = match applied {
+                Applied::Settings {
+                    kind, name, change, ..
+                } => Command::Apply {
+                    kind: *kind,
+                    name: name.clone(),
+                    settings: change.after.clone(),
+                    rollback: change.before.clone(),
+                    reply: tx,
+                },
+                Applied::Action {
+                    kind,
+                    name,
+                    action,
+                    args,
+                    ..
+                } => Command::Action {
+                    kind: *kind,
+                    name: name.clone(),
+                    action: action.clone(),
+                    args: args.clone(),
+                    reply: tx,
+                },
+                _ => return Ok(Propagation::default()),
+            };
+            self.handle.commands.try_send(command).map_err(|_| {
+                BackendError::Unavailable(
+                    "the supervisor is busy; nothing changed; try again".into(),
+                )
+            })?;
+            match tokio::time::timeout(CHANGE_TIMEOUT + SUPERVISOR_SLACK, rx).await {
+                Ok(Ok(Ok(propagation))) => Ok(propagation),
+                Ok(Ok(Err(propagation))) => Err(BackendError::NotApplied(propagation)),
+                Ok(Err(_)) => Err(BackendError::Unavailable(
+                    "the supervisor stopped before the workers answered".into(),
+                )),
+                Err(_) => Err(BackendError::Unavailable(
+                    "the supervisor did not answer in time".into(),
+                )),
+            }
+        })
     }
 }
 
@@ -541,22 +601,10 @@ impl Component for Aggregated {
             .filter(|c| c.name == self.name && c.kind == self.inner.kind())
             .map(|c| &c.stats)
             .collect();
-        let Some((first, rest)) = reports.split_first() else {
-            return self.inner.stats();
-        };
-        let mut total = rest.iter().fold((*first).clone(), |mut acc, s| {
-            sum_into(&mut acc, s);
-            acc
-        });
-        // A shared-memory zone's store statistics are already zone-wide in every worker.
-        if first["store"] == "shm" {
-            for key in ZONE_WIDE {
-                if let Some(v) = first.get(*key) {
-                    total[*key] = v.clone();
-                }
-            }
-        }
-        total
+        // Each component declares how its fields combine (counters add up, a shared-memory
+        // zone's figures count once, a breaker shows its most severe state).
+        palisade::control::merge::merge_stats(&reports, &self.inner.stats_merge())
+            .unwrap_or_else(|| self.inner.stats())
     }
     fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
         self.inner.apply(patch, dry_run)
@@ -567,63 +615,7 @@ impl Component for Aggregated {
     fn actions(&self) -> &'static [&'static str] {
         self.inner.actions()
     }
-}
-
-/// Statistics of a shared-memory rate-limit zone that each worker reports for the whole zone.
-const ZONE_WIDE: &[&str] = &[
-    "capacity",
-    "keys",
-    "evictions_idle",
-    "evictions_pressure",
-    "purged",
-];
-
-/// Adds worker statistics: integers are summed (counters), other numbers keep the largest
-/// (rates: the worst worker), and differing strings are joined (`closed/open`).
-fn sum_into(acc: &mut Value, other: &Value) {
-    match (acc, other) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                match a.get_mut(k) {
-                    Some(existing) => sum_into(existing, v),
-                    None => {
-                        a.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (Value::Number(a), Value::Number(b)) => {
-            if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
-                *a = (x.saturating_add(y)).into();
-            } else if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64())
-                && let Some(n) = serde_json::Number::from_f64(x.max(y))
-            {
-                *a = n;
-            }
-        }
-        (Value::String(a), Value::String(b)) if !a.split('/').any(|part| part == b) => {
-            a.push('/');
-            a.push_str(b);
-        }
-        _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn worker_stats_are_summed() {
-        let mut acc = json!({"allowed": 3, "rate": 0.25, "state": "closed", "l1": {"hits": 1}});
-        sum_into(
-            &mut acc,
-            &json!({"allowed": 4, "rate": 0.5, "state": "open", "l1": {"hits": 2}, "x": 1}),
-        );
-        sum_into(&mut acc, &json!({"state": "closed"}));
-        assert_eq!(
-            acc,
-            json!({"allowed": 7, "rate": 0.5, "state": "closed/open", "l1": {"hits": 3}, "x": 1})
-        );
+    fn stats_merge(&self) -> Vec<palisade::control::merge::FieldMerge> {
+        self.inner.stats_merge()
     }
 }

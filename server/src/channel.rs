@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use palisade::control::ComponentSnapshot;
 use palisade::control::model::StatusCounts;
+use palisade::control::{ComponentKind, ComponentSnapshot};
 
 /// The control protocol version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame accepted, in bytes.
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
@@ -91,19 +91,23 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SupervisorMsg {
-    /// Apply a settings patch to a named layer handle.
+    /// Apply a settings patch to a layer handle, named by kind and name.
     Apply {
         /// Request id echoed in [`WorkerMsg::Applied`].
         id: u64,
+        /// Component kind (a limit and a cache may share a name).
+        kind: ComponentKind,
         /// Component name.
         name: String,
         /// JSON merge-patch of the settings.
         patch: Value,
     },
-    /// Run an operator action on a named layer handle.
+    /// Run an operator action on a layer handle, named by kind and name.
     Action {
         /// Request id echoed in [`WorkerMsg::Applied`].
         id: u64,
+        /// Component kind.
+        kind: ComponentKind,
         /// Component name.
         name: String,
         /// The action.

@@ -35,7 +35,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use palisade::control::model::{StatusCounts, WorkerInfo};
+use palisade::admin::BackendError;
+use palisade::control::ComponentKind;
+use palisade::control::model::{Outcome, Propagation, StatusCounts, WorkerInfo, WorkerOutcome};
 use palisade::observe::{StatsConfig, StatsRecorder, StatsSnapshot};
 use palisade::rate_limit::ShmZone;
 
@@ -54,19 +56,99 @@ pub const EXIT_BOOT_FAILED: u8 = 70;
 /// A worker up at least this long resets its slot's crash count.
 const CRASH_WINDOW: Duration = Duration::from_secs(30);
 
+/// How long the supervisor waits for every worker to answer a change before it rolls the
+/// change back.
+pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A change's answer: every worker's outcome, as `Err` when the change was not applied
+/// everywhere (and, for settings, rolled back).
+pub type ChangeReply = oneshot::Sender<Result<Propagation, Propagation>>;
+
 /// A request from the admin API to the supervisor loop.
 #[derive(Debug)]
 pub enum Command {
-    /// Run this many workers.
-    Scale(usize, oneshot::Sender<Result<usize, String>>),
-    /// Rolling restart of every worker.
-    Restart(oneshot::Sender<Result<usize, String>>),
+    /// Run this many workers; answers the new count once the workers are started or draining.
+    Scale(usize, oneshot::Sender<Result<usize, BackendError>>),
+    /// Rolling restart of every worker; answers how many workers will be replaced.
+    Restart(oneshot::Sender<Result<usize, BackendError>>),
     /// Gracefully replace one worker (start a new one, then drain this one).
-    Drain(u32, oneshot::Sender<Result<(), String>>),
-    /// Fan a settings patch out to every worker (and to future ones).
-    Apply(String, Value),
-    /// Fan an operator action out to every worker.
-    Action(String, String, Value),
+    Drain(u32, oneshot::Sender<Result<(), BackendError>>),
+    /// Carry new settings to every live worker (and to future ones), all or nothing.
+    Apply {
+        /// Component kind.
+        kind: ComponentKind,
+        /// Component name.
+        name: String,
+        /// The complete new settings.
+        settings: Value,
+        /// The complete settings to restore when a worker refuses or times out.
+        rollback: Value,
+        /// Where the outcome goes.
+        reply: ChangeReply,
+    },
+    /// Run an operator action on every live worker (reported, never rolled back).
+    Action {
+        /// Component kind.
+        kind: ComponentKind,
+        /// Component name.
+        name: String,
+        /// The action.
+        action: String,
+        /// Its arguments.
+        args: Value,
+        /// Where the outcome goes.
+        reply: ChangeReply,
+    },
+}
+
+/// A change waiting for the workers' answers.
+#[derive(Debug)]
+struct FanOut {
+    kind: ComponentKind,
+    name: String,
+    /// Settings to restore on failure (`None` for an action).
+    rollback: Option<Value>,
+    /// The replay entry before this change, restored on failure.
+    previous: Option<Value>,
+    started: Instant,
+    /// When the current phase (the change, then its rollback) started.
+    phase_started: Instant,
+    /// Request id → (worker slot, pid) still to answer.
+    waiting: HashMap<u64, (u32, u32)>,
+    /// Each worker's answer to the change.
+    outcomes: Vec<WorkerOutcome>,
+    /// The change failed and the old settings are on their way back to every worker.
+    rolling_back: bool,
+    reply: ChangeReply,
+}
+
+impl FanOut {
+    /// Records one worker's answer: to the change, or to its rollback.
+    fn answer(&mut self, worker_id: u32, pid: u32, outcome: Outcome, error: Option<String>) {
+        if !self.rolling_back {
+            self.outcomes.push(WorkerOutcome {
+                worker_id,
+                pid,
+                outcome,
+                error,
+                elapsed_ms: elapsed_ms(self.started),
+            });
+            return;
+        }
+        if outcome.is_failure() {
+            tracing::error!(worker_id, pid, kind = ?self.kind, name = %self.name, error = error.as_deref().unwrap_or(""), "worker did not restore the settings after a failed change");
+            if let Some(w) = self.outcomes.iter_mut().find(|w| w.pid == pid) {
+                let note = format!(
+                    "rollback not acknowledged: {}",
+                    error.as_deref().unwrap_or("no answer")
+                );
+                w.error = Some(match w.error.take() {
+                    Some(e) => format!("{e}; {note}"),
+                    None => note,
+                });
+            }
+        }
+    }
 }
 
 /// What the supervisor shows the admin API; refreshed by the supervisor loop.
@@ -233,7 +315,10 @@ struct Supervisor {
     events: mpsc::Sender<Event>,
     retired_requests: u64,
     retired_status: StatusCounts,
-    settings_changes: BTreeMap<String, Value>,
+    /// The effective settings of every component changed at runtime, replayed to new workers.
+    settings_changes: BTreeMap<(ComponentKind, String), Value>,
+    /// Changes waiting for the workers' answers.
+    fanouts: Vec<FanOut>,
     next_request_id: u64,
     view: Arc<RwLock<View>>,
     stats: StatsRecorder,
@@ -338,6 +423,7 @@ pub async fn run(
         retired_requests: 0,
         retired_status: StatusCounts::default(),
         settings_changes: BTreeMap::new(),
+        fanouts: Vec::new(),
         next_request_id: 0,
         view,
         stats,
@@ -386,6 +472,10 @@ pub async fn run(
         sup.end_finished_operation();
         sup.refresh_view();
     }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Writes `config` as a TOML document to an anonymous file (close-on-exec): a memory file
@@ -647,12 +737,20 @@ impl Supervisor {
                 let replay: Vec<_> = self
                     .settings_changes
                     .iter()
-                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .map(|((kind, name), v)| (*kind, name.clone(), v.clone()))
                     .collect();
-                for (name, patch) in replay {
+                for (kind, name, patch) in replay {
                     self.next_request_id += 1;
                     let id = self.next_request_id;
-                    self.send(pid, SupervisorMsg::Apply { id, name, patch });
+                    self.send(
+                        pid,
+                        SupervisorMsg::Apply {
+                            id,
+                            kind,
+                            name,
+                            patch,
+                        },
+                    );
                 }
             }
             WorkerMsg::Ready => {
@@ -693,12 +791,12 @@ impl Supervisor {
             WorkerMsg::Applied { id, .. } if self.invalidations.acks.contains_key(&id) => {
                 self.invalidation_acked(id);
             }
-            WorkerMsg::Applied {
-                error: Some(error), ..
-            } => {
-                tracing::warn!(worker_id = p.id, pid, %error, "worker refused a settings change");
+            WorkerMsg::Applied { id, error } => {
+                if let Some(error) = &error {
+                    tracing::warn!(worker_id = p.id, pid, %error, "worker refused a settings change");
+                }
+                self.answered(id, error);
             }
-            WorkerMsg::Applied { error: None, .. } => {}
             WorkerMsg::Invalidate { id, cache, key } => self.invalidate_peers(pid, id, &cache, key),
         }
     }
@@ -762,6 +860,7 @@ impl Supervisor {
             self.next_request_id += 1;
             let msg = SupervisorMsg::Action {
                 id: self.next_request_id,
+                kind: ComponentKind::Cache,
                 name: cache.clone(),
                 action: "flush".to_owned(),
                 args: serde_json::json!({}),
@@ -772,6 +871,168 @@ impl Supervisor {
                 self.invalidations.flush.insert((pid, cache));
             }
         }
+    }
+
+    /// Records a worker's answer to a fanned-out change (or to its rollback).
+    fn answered(&mut self, request: u64, error: Option<String>) {
+        let Some(f) = self
+            .fanouts
+            .iter_mut()
+            .find(|f| f.waiting.contains_key(&request))
+        else {
+            // A replay: nobody waits for it.
+            return;
+        };
+        if let Some((worker_id, pid)) = f.waiting.remove(&request) {
+            let outcome = if error.is_some() {
+                Outcome::Refused
+            } else {
+                Outcome::Applied
+            };
+            f.answer(worker_id, pid, outcome, error);
+        }
+        self.finish_fanouts(false);
+    }
+
+    /// Marks the pending answers of an exited worker.
+    fn worker_gone(&mut self, pid: u32) {
+        for f in &mut self.fanouts {
+            let gone: Vec<u64> = f
+                .waiting
+                .iter()
+                .filter(|(_, (_, p))| *p == pid)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                if let Some((worker_id, pid)) = f.waiting.remove(&id) {
+                    let error = Some("the worker exited before answering".to_owned());
+                    f.answer(worker_id, pid, Outcome::Exited, error);
+                }
+            }
+        }
+        self.finish_fanouts(false);
+    }
+
+    /// Sends `message` to every worker; returns the request ids live workers must answer.
+    fn send_all(&mut self, message: &dyn Fn(u64) -> SupervisorMsg) -> HashMap<u64, (u32, u32)> {
+        let mut waiting = HashMap::new();
+        let mut targets: Vec<(u32, u32, ProcState)> = self
+            .procs
+            .values()
+            .map(|p| (p.id, p.pid, p.state))
+            .collect();
+        targets.sort_unstable_by_key(|(id, pid, _)| (*id, *pid));
+        for (worker_id, pid, state) in targets {
+            self.next_request_id += 1;
+            let id = self.next_request_id;
+            match state {
+                // Live workers must answer; a draining one gets the change but is leaving.
+                ProcState::Starting | ProcState::Ready => {
+                    waiting.insert(id, (worker_id, pid));
+                    self.send(pid, message(id));
+                }
+                ProcState::Draining => self.send(pid, message(id)),
+                ProcState::Killed => {}
+            }
+        }
+        waiting
+    }
+
+    /// Sends a change to every live worker; [`finish_fanouts`](Self::finish_fanouts) answers
+    /// once they all did.
+    fn fan_out(
+        &mut self,
+        kind: ComponentKind,
+        name: String,
+        rollback: Option<Value>,
+        previous: Option<Value>,
+        message: impl Fn(u64) -> SupervisorMsg,
+        reply: ChangeReply,
+    ) {
+        let waiting = self.send_all(&message);
+        let now = Instant::now();
+        self.fanouts.push(FanOut {
+            kind,
+            name,
+            rollback,
+            previous,
+            started: now,
+            phase_started: now,
+            waiting,
+            outcomes: Vec::new(),
+            rolling_back: false,
+            reply,
+        });
+        self.finish_fanouts(false);
+    }
+
+    /// Moves every change whose workers all answered (or, with `deadline`, timed out) on:
+    /// applied everywhere → answered; refused or timed out somewhere → rolled back on every
+    /// worker, then answered once the rollback was acknowledged (or timed out).
+    fn finish_fanouts(&mut self, deadline: bool) {
+        let mut i = 0;
+        while i < self.fanouts.len() {
+            let f = &mut self.fanouts[i];
+            if deadline && !f.waiting.is_empty() && f.phase_started.elapsed() >= CHANGE_TIMEOUT {
+                let error = format!("no answer within {} ms", CHANGE_TIMEOUT.as_millis());
+                let late: Vec<(u32, u32)> = f.waiting.drain().map(|(_, w)| w).collect();
+                for (worker_id, pid) in late {
+                    f.answer(worker_id, pid, Outcome::TimedOut, Some(error.clone()));
+                }
+            }
+            if !self.fanouts[i].waiting.is_empty() {
+                i += 1;
+                continue;
+            }
+            let f = self.fanouts.remove(i);
+            if let Some(f) = self.conclude(f) {
+                // Now waiting for the rollback: stays in the list, at the same index.
+                self.fanouts.insert(i, f);
+                i += 1;
+            }
+        }
+    }
+
+    /// Answers a change all of whose workers answered, or starts its rollback (returned, to
+    /// wait for the workers' acknowledgements).
+    fn conclude(&mut self, mut f: FanOut) -> Option<FanOut> {
+        f.outcomes.sort_by_key(|w| (w.worker_id, w.pid));
+        let propagation = Propagation {
+            workers: f.outcomes.clone(),
+            elapsed_ms: elapsed_ms(f.started),
+            rolled_back: f.rolling_back,
+        };
+        if f.rolling_back || propagation.failed().next().is_none() {
+            if f.rolling_back {
+                tracing::warn!(kind = ?f.kind, name = %f.name, summary = %propagation.summary(), "change rolled back on every worker");
+                let _ = f.reply.send(Err(propagation));
+            } else {
+                let _ = f.reply.send(Ok(propagation));
+            }
+            return None;
+        }
+        let Some(rollback) = f.rollback.clone() else {
+            // An action: reported, not undone.
+            let _ = f.reply.send(Err(propagation));
+            return None;
+        };
+        let key = (f.kind, f.name.clone());
+        match f.previous.take() {
+            Some(previous) => self.settings_changes.insert(key, previous),
+            None => self.settings_changes.remove(&key),
+        };
+        // Every live process gets the old settings back: the ones that applied the change, the
+        // one that refused it (a no-op there) and any started meanwhile.
+        let (kind, name) = (f.kind, f.name.clone());
+        f.waiting = self.send_all(&|id| SupervisorMsg::Apply {
+            id,
+            kind,
+            name: name.clone(),
+            patch: rollback.clone(),
+        });
+        f.rolling_back = true;
+        f.phase_started = Instant::now();
+        Some(f)
     }
 
     fn on_exit(&mut self, pid: u32, status: &str) {
@@ -794,6 +1055,7 @@ impl Supervisor {
             .retain(|(from, _), _| *from != pid);
         self.invalidations.flush.retain(|(to, _)| *to != pid);
         self.release_load_slot(p.load_slot);
+        self.worker_gone(pid);
         self.retired_requests += p.hb.requests;
         self.retired_status.add(&p.hb.status);
         let intended = p.state == ProcState::Draining;
@@ -838,12 +1100,19 @@ impl Supervisor {
         match command {
             Command::Scale(n, reply) => {
                 let result = if n == 0 || n > self.config.max_workers() {
-                    Err(format!(
-                        "workers must be between 1 and {} (workers.max; got {n})",
-                        self.config.max_workers()
-                    ))
+                    Err(BackendError::Invalid(vec![
+                        palisade::control::FieldError::new(
+                            "workers",
+                            format!(
+                                "must be between 1 and {} (workers.max; got {n})",
+                                self.config.max_workers()
+                            ),
+                        ),
+                    ]))
                 } else if self.shutting_down.is_some() {
-                    Err("the server is shutting down".to_owned())
+                    Err(BackendError::Unavailable(
+                        "the server is shutting down".to_owned(),
+                    ))
                 } else {
                     self.scale(n);
                     Ok(n)
@@ -853,7 +1122,9 @@ impl Supervisor {
             }
             Command::Restart(reply) => {
                 let result = if self.shutting_down.is_some() {
-                    Err("the server is shutting down".to_owned())
+                    Err(BackendError::Unavailable(
+                        "the server is shutting down".to_owned(),
+                    ))
                 } else {
                     let n = self.start_rolling_restart();
                     self.advance_roll();
@@ -873,48 +1144,51 @@ impl Supervisor {
                         self.rolling.push_back(pid);
                         Ok(())
                     }
-                    Some(_) => Err("the server is shutting down".to_owned()),
-                    None => Err(format!("no ready worker with id {id}")),
+                    Some(_) => Err(BackendError::Unavailable(
+                        "the server is shutting down".to_owned(),
+                    )),
+                    None => Err(BackendError::NotFound(format!(
+                        "no ready worker with id {id}"
+                    ))),
                 };
                 self.acknowledge_operation(result.is_ok());
                 let _ = reply.send(result);
                 self.advance_roll();
             }
-            Command::Apply(name, patch) => {
-                let merged = self
+            Command::Apply {
+                kind,
+                name,
+                settings,
+                rollback,
+                reply,
+            } => {
+                // Replayed to workers that start from now on; restored if the change fails.
+                let previous = self
                     .settings_changes
-                    .entry(name.clone())
-                    .or_insert(Value::Object(Default::default()));
-                palisade::control::merge_json(merged, &patch);
-                let pids: Vec<u32> = self.procs.keys().copied().collect();
-                for pid in pids {
-                    self.next_request_id += 1;
-                    let id = self.next_request_id;
-                    self.send(
-                        pid,
-                        SupervisorMsg::Apply {
-                            id,
-                            name: name.clone(),
-                            patch: patch.clone(),
-                        },
-                    );
-                }
+                    .insert((kind, name.clone()), settings.clone());
+                let message = |id| SupervisorMsg::Apply {
+                    id,
+                    kind,
+                    name: name.clone(),
+                    patch: settings.clone(),
+                };
+                self.fan_out(kind, name.clone(), Some(rollback), previous, message, reply);
             }
-            Command::Action(name, action, args) => {
-                let pids: Vec<u32> = self.procs.keys().copied().collect();
-                for pid in pids {
-                    self.next_request_id += 1;
-                    let id = self.next_request_id;
-                    self.send(
-                        pid,
-                        SupervisorMsg::Action {
-                            id,
-                            name: name.clone(),
-                            action: action.clone(),
-                            args: args.clone(),
-                        },
-                    );
-                }
+            Command::Action {
+                kind,
+                name,
+                action,
+                args,
+                reply,
+            } => {
+                let message = |id| SupervisorMsg::Action {
+                    id,
+                    kind,
+                    name: name.clone(),
+                    action: action.clone(),
+                    args: args.clone(),
+                };
+                self.fan_out(kind, name.clone(), None, None, message, reply);
             }
         }
     }
@@ -1130,6 +1404,7 @@ impl Supervisor {
     }
 
     fn housekeeping(&mut self) {
+        self.finish_fanouts(true);
         let now = Instant::now();
         let w = self.config.workers.clone();
         let timeout = Duration::from_secs(w.worker_timeout_secs);

@@ -103,22 +103,31 @@ pub async fn run(
                     _ = sigterm.recv() => Ok(SupervisorMsg::Drain { delay_ms: 0, timeout_ms: grace_ms }),
                 };
                 match msg {
-                    Ok(SupervisorMsg::Apply { id, name, patch }) => {
-                        let error = match state.registry.get(&name) {
+                    Ok(SupervisorMsg::Apply {
+                        id,
+                        kind,
+                        name,
+                        patch,
+                    }) => {
+                        let error = match state.registry.get_kind(kind, &name) {
+                            Some(c) if refuses_changes(worker_id, c.as_ref(), &patch) => {
+                                Some("refused by the test hook TEST_PALISADE_REFUSE_CHANGES".into())
+                            }
                             Some(c) => c.apply(&patch, false).err().map(|errs| join(&errs)),
-                            None => Some(format!("no component named `{name}`")),
+                            None => Some(format!("no {} named `{name}`", kind.plural())),
                         };
                         let _ = out.send(WorkerMsg::Applied { id, error }).await;
                     }
                     Ok(SupervisorMsg::Action {
                         id,
+                        kind,
                         name,
                         action,
                         args,
                     }) => {
-                        let error = match state.registry.get(&name) {
+                        let error = match state.registry.get_kind(kind, &name) {
                             Some(c) => c.action(&action, &args).err().map(|errs| join(&errs)),
-                            None => Some(format!("no component named `{name}`")),
+                            None => Some(format!("no {} named `{name}`", kind.plural())),
                         };
                         let _ = out.send(WorkerMsg::Applied { id, error }).await;
                     }
@@ -188,6 +197,36 @@ async fn invalidate_local(state: &AppState, cache: &str, key: &str) -> Option<St
             .map(|errs| join(&errs)),
         None => Some(format!("no component named `{cache}`")),
     }
+}
+
+/// Test hook (cargo feature `test-routes` only, never in a release): the worker whose slot id
+/// is in `TEST_PALISADE_REFUSE_CHANGES` refuses every settings change that would change
+/// something (a no-op, such as the rollback of the change it refused, is accepted), so tests
+/// can check that a change one worker refuses is rolled back everywhere.
+#[cfg(feature = "test-routes")]
+fn refuses_changes(
+    worker_id: u32,
+    component: &dyn palisade::control::Component,
+    patch: &serde_json::Value,
+) -> bool {
+    let chosen = std::env::var("TEST_PALISADE_REFUSE_CHANGES")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        == Some(worker_id);
+    chosen
+        && component
+            .apply(patch, true)
+            .is_ok_and(|change| change.before != change.after)
+}
+
+/// Without the `test-routes` feature no worker refuses on purpose.
+#[cfg(not(feature = "test-routes"))]
+fn refuses_changes(
+    _worker_id: u32,
+    _component: &dyn palisade::control::Component,
+    _patch: &serde_json::Value,
+) -> bool {
+    false
 }
 
 fn join(errors: &[palisade::control::FieldError]) -> String {

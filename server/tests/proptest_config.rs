@@ -89,21 +89,34 @@ fn worker_msg() -> impl Strategy<Value = WorkerMsg> {
     ]
 }
 
+fn kind() -> impl Strategy<Value = palisade::control::ComponentKind> {
+    use palisade::control::ComponentKind;
+    prop_oneof![
+        Just(ComponentKind::Limit),
+        Just(ComponentKind::Breaker),
+        Just(ComponentKind::Cache),
+    ]
+}
+
 fn supervisor_msg() -> impl Strategy<Value = SupervisorMsg> {
     prop_oneof![
-        (any::<u64>(), "\\PC{0,16}", json()).prop_map(|(id, name, patch)| SupervisorMsg::Apply {
-            id,
-            name,
-            patch
-        }),
-        (any::<u64>(), "\\PC{0,16}", "\\PC{0,16}", json()).prop_map(|(id, name, action, args)| {
-            SupervisorMsg::Action {
+        (any::<u64>(), kind(), "\\PC{0,16}", json()).prop_map(|(id, kind, name, patch)| {
+            SupervisorMsg::Apply {
                 id,
+                kind,
+                name,
+                patch,
+            }
+        }),
+        (any::<u64>(), kind(), "\\PC{0,16}", "\\PC{0,16}", json()).prop_map(
+            |(id, kind, name, action, args)| SupervisorMsg::Action {
+                id,
+                kind,
                 name,
                 action,
                 args,
             }
-        }),
+        ),
         any::<(u64, u64)>().prop_map(|(delay_ms, timeout_ms)| SupervisorMsg::Drain {
             delay_ms,
             timeout_ms
@@ -125,10 +138,10 @@ fn messages() -> impl Strategy<Value = Vec<control_frame::Msg>> {
 /// `decode` gets past the version check often.
 fn payload() -> impl Strategy<Value = Vec<u8>> {
     let version = proptest::sample::select(vec![
-        json!(1),
-        json!(1),
-        json!(0),
         json!(2),
+        json!(2),
+        json!(0),
+        json!(1),
         json!(-1),
         json!("1"),
         json!(1.0),
@@ -143,6 +156,7 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
         1 => "\\PC{0,10}",
     ];
     let field = proptest::sample::select(vec![
+        "kind",
         "worker_id",
         "pid",
         "loop_lag_ms",

@@ -1,7 +1,8 @@
 //! `palisade-top` end to end: the real dashboard in tmux against a real two-worker server.
-//! It shows both worker pids, edits a limit with keystrokes (checked through the admin API and
-//! by the 429s that follow), survives the server going away (stale data, reconnecting) and
-//! reconnects when it returns.
+//! It shows both worker pids, a breaker's state and a cache's hit ratio, edits a limit with
+//! keystrokes (acknowledged by both workers on screen, checked through the admin API and by the
+//! 429s that follow), survives the server going away (stale data, reconnecting) and reconnects
+//! when it returns.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -145,39 +146,62 @@ fn dashboard_shows_workers_edits_limits_and_survives_restarts() {
         s.contains("LIVE") && pids.iter().all(|p| s.contains(&p.to_string()))
     });
 
-    // Limits panel: rate 1, then burst 2, each confirmed.
+    // Some traffic, so the users cache has lookups to show a hit ratio for.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = Client::without_keep_alive();
+        for _ in 0..6 {
+            let res = client.get(&server.url("/api/v1/users/1")).await.unwrap();
+            assert_eq!(res.status, 200);
+        }
+    });
+
+    // Breakers lead with the state; caches with their hit ratio, on first view.
+    tmux.keys(&["5"]);
+    tmux.wait_for("a breaker's state", Duration::from_secs(10), |s| {
+        s.contains("STATE") && s.contains("FAIL%") && s.contains("CLOSED")
+    });
+    tmux.keys(&["6"]);
+    tmux.wait_for("a cache's hit ratio", Duration::from_secs(15), |s| {
+        s.contains("L1 HIT%")
+            && s.lines()
+                .any(|l| l.contains("users") && l.split_whitespace().any(|w| w.ends_with('%')))
+    });
+
+    // Limits panel (fields: rate, per, burst, mode): rate 1, then burst 2, each confirmed;
+    // each answer says every worker applied it (the acknowledgement: nothing to wait for).
     tmux.keys(&["4"]);
     tmux.wait_for("the limits table", Duration::from_secs(5), |s| {
         s.contains("api") && s.contains("RATE")
     });
     tmux.keys(&["e", "C-u", "1", "Enter", "y"]);
-    std::thread::sleep(Duration::from_millis(800));
-    tmux.keys(&["l", "e", "C-u", "2", "Enter", "y"]);
+    tmux.wait_for(
+        "the first change applied on both workers",
+        Duration::from_secs(15),
+        |s| s.contains("rate 1000 → 1") && s.contains("applied on 2/2 workers"),
+    );
+    tmux.keys(&["l", "l", "e", "C-u", "2", "Enter", "y"]);
+    tmux.wait_for(
+        "the second change applied on both workers",
+        Duration::from_secs(15),
+        |s| s.contains("burst 200 → 2") && s.contains("applied on 2/2 workers"),
+    );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let settings = rt.block_on(async {
         let (k, v) = server.admin_auth();
-        let mut settings = serde_json::Value::Null;
-        for _ in 0..50 {
-            let res = Client::new()
-                .request(
-                    http::Method::GET,
-                    &server.admin_url("/admin/v1/limits/api"),
-                    &[(&k, &v)],
-                    "",
-                )
-                .await
-                .unwrap();
-            settings = res.json()["settings"].clone();
-            if settings["rate"] == 1 && settings["burst"] == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        settings
+        let res = Client::new()
+            .request(
+                http::Method::GET,
+                &server.admin_url("/admin/v1/limits/api"),
+                &[(&k, &v)],
+                "",
+            )
+            .await
+            .unwrap();
+        res.json()["settings"].clone()
     });
     assert_eq!(
         (settings["rate"].as_u64(), settings["burst"].as_u64()),
@@ -187,8 +211,8 @@ fn dashboard_shows_workers_edits_limits_and_survives_restarts() {
         tmux.screen()
     );
 
-    // The change applies to requests on every worker: a burst of 2, then 429s.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The change applies to requests on every worker: a burst of 2, then 429s. The burst was
+    // spent by nothing else since the change (health checks are exempt), so no waiting.
     let statuses: Vec<u16> = rt.block_on(async {
         let client = Client::without_keep_alive();
         let mut out = Vec::new();

@@ -1,15 +1,108 @@
-//! A generic view of component settings and stats.
+//! Component settings and stats, and the curated columns each panel leads with.
 //!
-//! Settings and stats are JSON objects whose fields may change from release to release, so
-//! nothing here knows a rate limiter from a cache beyond a few well-known names used for
-//! nicer columns (`allowed`, `rejected`, `state`, `hits`...). Nested objects are flattened to
-//! dotted paths (`window.size`), which is also how an edit names its field.
+//! Each panel shows first what an operator reads first, from the stats each layer reports: a
+//! breaker's state, failure and slow-call rates, calls in the window and the time to its next
+//! probe; a cache's entries, size against capacity, L1 and L2 hit ratios, L2 health, evictions
+//! and loads in flight; a limit's settings, allowed and rejected per second, keys held and store
+//! health. Everything else (every setting, every stat) is in the detail pane. Fields a release
+//! does not report show as `-`. Nested objects are flattened to dotted paths (`window.size`),
+//! which is also how an edit names its field.
 
 use palisade::control::{ComponentKind, ComponentSnapshot};
 use serde_json::{Map, Value};
 
 /// Stats counters of rate-limit policies shown as per-second rates.
 pub const LIMIT_RATE_FIELDS: [&str; 3] = ["allowed", "rejected", "shadow_rejected"];
+
+/// The two-level cache statistics inside a cache's stats: the stats themselves for a
+/// `TwoLevelCache`, or their `store` member for an HTTP response cache.
+///
+/// ```
+/// use serde_json::json;
+/// use palisade_top::state::components::cache_store;
+/// let http = json!({"hits": 5, "store": {"l1": {"hits": 3}}});
+/// assert_eq!(cache_store(&http)["l1"]["hits"], 3);
+/// ```
+pub fn cache_store(stats: &Value) -> &Value {
+    match stats.get("store") {
+        Some(store) if stats.get("l1").is_none() && store.get("l1").is_some() => store,
+        _ => stats,
+    }
+}
+
+/// How healthy a cache's L2 (Redis) level is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L2Health {
+    /// No L2 configured.
+    Off,
+    /// Calls succeed and the L2 breaker is closed.
+    Ok,
+    /// The L2 breaker is probing (half open).
+    Probing,
+    /// The L2 breaker is open: L2 is skipped, L1 and the origin serve.
+    Open,
+}
+
+impl L2Health {
+    /// From a cache's stats.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use palisade_top::state::components::L2Health;
+    /// assert_eq!(L2Health::of(&json!({"l1": {}, "l2": null})), L2Health::Off);
+    /// assert_eq!(L2Health::of(&json!({"l2": {"breaker": "open"}})), L2Health::Open);
+    /// ```
+    pub fn of(stats: &Value) -> Self {
+        match cache_store(stats).get("l2") {
+            None | Some(Value::Null) => Self::Off,
+            Some(l2) => match l2.get("breaker").and_then(Value::as_str) {
+                Some("open") => Self::Open,
+                Some("half_open") => Self::Probing,
+                _ => Self::Ok,
+            },
+        }
+    }
+
+    /// The word shown.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Ok => "ok",
+            Self::Probing => "probing",
+            Self::Open => "open",
+        }
+    }
+}
+
+/// A breaker's state for display: its `state`, or for a keyed breaker the worst state any
+/// key is in with how many keys are in it (`open ×2`).
+///
+/// ```
+/// use serde_json::json;
+/// use palisade_top::state::components::breaker_state;
+/// assert_eq!(breaker_state(&json!({"state": "closed"})).as_deref(), Some("closed"));
+/// let keyed = json!({"keyed": true, "states": {"closed": 5, "open": 2, "half_open": 0}});
+/// assert_eq!(breaker_state(&keyed).as_deref(), Some("open ×2"));
+/// ```
+pub fn breaker_state(stats: &Value) -> Option<String> {
+    if let Some(state) = stats.get("state").and_then(Value::as_str) {
+        return Some(state.to_owned());
+    }
+    let states = stats.get("states")?.as_object()?;
+    let count = |s: &str| states.get(s).and_then(Value::as_u64).unwrap_or(0);
+    for worst in [
+        "forced_open",
+        "open",
+        "half_open",
+        "disabled",
+        "forced_closed",
+    ] {
+        if count(worst) > 0 {
+            return Some(format!("{worst} ×{}", count(worst)));
+        }
+    }
+    Some("closed".to_owned())
+}
 
 /// Scalar leaves of a JSON object as `(dotted path, value)`, in key order (serde_json keeps
 /// object keys sorted). Arrays are leaves (shown as compact JSON, not editable); a non-object
@@ -162,6 +255,18 @@ pub enum ColumnSource {
     /// The hit ratio of one cache level (`hits / (hits + misses)`), by level name; the empty
     /// name means stats without levels.
     HitRatio(String),
+    /// A stats leaf holding a percentage (0–100), e.g. a breaker's failure rate.
+    Percent(String),
+    /// A stats leaf holding milliseconds, shown as a duration (time to the next probe).
+    Millis(String),
+    /// A leaf of a cache's two-level statistics ([`cache_store`]), shown as is.
+    CacheStat(String),
+    /// A cache's weighted size over its capacity.
+    CacheSize,
+    /// A cache's [`L2Health`].
+    L2Health,
+    /// A rate limit's store and its health (errors, fallbacks).
+    StoreHealth,
 }
 
 /// One column of a component table.
@@ -189,9 +294,9 @@ fn push_unique(list: &mut Vec<String>, item: String) {
     }
 }
 
-/// Settings shown first, in this order, when present (a rate limit reads "rate per_secs
-/// burst mode"); every other field follows in key order.
-pub const PREFERRED_ORDER: [&str; 4] = ["rate", "per_secs", "burst", "mode"];
+/// Settings shown first, in this order, when present (a rate limit reads "rate per burst
+/// mode"); every other field follows in key order.
+pub const PREFERRED_ORDER: [&str; 4] = ["rate", "per", "burst", "mode"];
 
 /// The scalar settings paths over all components (the editable fields): the
 /// [`PREFERRED_ORDER`] ones first, then the rest in first-seen order.
@@ -226,64 +331,77 @@ fn stat_paths(components: &[&ComponentSnapshot]) -> Vec<String> {
     paths
 }
 
-/// The columns after the name column for a table of components of one kind.
+/// The columns after the name column for a table of components of one kind: what an
+/// operator reads first. Limits keep their settings as (editable) columns; breakers and caches
+/// show their settings in the detail pane, where the selected field is edited.
 pub fn columns(kind: ComponentKind, components: &[&ComponentSnapshot]) -> Vec<Column> {
-    let settings = setting_paths(components);
     let stats = stat_paths(components);
+    let has = |p: &str| stats.iter().any(|s| s == p);
     let mut cols = Vec::new();
-    let setting_cols = settings
-        .iter()
-        .map(|p| Column::new(p.to_uppercase(), ColumnSource::Setting(p.clone())));
     match kind {
         ComponentKind::Limit => {
-            cols.extend(setting_cols);
+            cols.extend(
+                setting_paths(components)
+                    .into_iter()
+                    .map(|p| Column::new(p.to_uppercase(), ColumnSource::Setting(p))),
+            );
             for f in LIMIT_RATE_FIELDS {
-                if stats.iter().any(|p| p == f) {
+                if has(f) {
                     let title = format!("{}/S", f.replace("_rejected", "").to_uppercase());
                     cols.push(Column::new(title, ColumnSource::Rate(f.to_owned())));
                 }
             }
-            for p in stats
-                .iter()
-                .filter(|p| !LIMIT_RATE_FIELDS.contains(&p.as_str()))
-            {
-                cols.push(Column::new(p.to_uppercase(), ColumnSource::Stat(p.clone())));
-            }
+            cols.push(Column::new("KEYS", ColumnSource::Stat("keys".into())));
+            cols.push(Column::new("STORE", ColumnSource::StoreHealth));
+            cols.push(Column::new(
+                "FALLBACKS",
+                ColumnSource::Stat("fallbacks".into()),
+            ));
         }
         ComponentKind::Breaker => {
-            if stats.iter().any(|p| p == "state") {
-                cols.push(Column::new("STATE", ColumnSource::BreakerState));
-            }
-            if stats.iter().any(|p| p == "failure_rate") {
-                cols.push(Column::new(
-                    "FAIL%",
-                    ColumnSource::Stat("failure_rate".into()),
-                ));
-            }
-            for p in stats
-                .iter()
-                .filter(|p| *p != "state" && *p != "failure_rate")
-            {
-                cols.push(Column::new(p.to_uppercase(), ColumnSource::Stat(p.clone())));
-            }
-            cols.extend(setting_cols);
+            cols.push(Column::new("STATE", ColumnSource::BreakerState));
+            cols.push(Column::new(
+                "FAIL%",
+                ColumnSource::Percent("window.failure_rate".into()),
+            ));
+            cols.push(Column::new(
+                "SLOW%",
+                ColumnSource::Percent("window.slow_call_rate".into()),
+            ));
+            cols.push(Column::new(
+                "CALLS",
+                ColumnSource::Stat("window.calls".into()),
+            ));
+            cols.push(Column::new(
+                "NEXT PROBE",
+                ColumnSource::Millis("retry_after_ms".into()),
+            ));
+            cols.push(Column::new(
+                "REJECTED/S",
+                ColumnSource::Rate("rejected".into()),
+            ));
+            cols.push(Column::new(
+                "TRANSITIONS",
+                ColumnSource::Stat("transitions".into()),
+            ));
         }
         ComponentKind::Cache => {
-            let mut levels = Vec::new();
-            for c in components {
-                for l in cache_levels(&c.stats) {
-                    push_unique(&mut levels, l.name);
-                }
-            }
-            for l in levels {
-                let title = if l.is_empty() {
-                    "HIT%".to_owned()
-                } else {
-                    format!("{} HIT%", l.to_uppercase())
-                };
-                cols.push(Column::new(title, ColumnSource::HitRatio(l)));
-            }
-            cols.extend(setting_cols);
+            cols.push(Column::new(
+                "ENTRIES",
+                ColumnSource::CacheStat("l1.entries".into()),
+            ));
+            cols.push(Column::new("SIZE", ColumnSource::CacheSize));
+            cols.push(Column::new("L1 HIT%", ColumnSource::HitRatio("l1".into())));
+            cols.push(Column::new("L2 HIT%", ColumnSource::HitRatio("l2".into())));
+            cols.push(Column::new("L2", ColumnSource::L2Health));
+            cols.push(Column::new(
+                "EVICTIONS",
+                ColumnSource::CacheStat("l1.evictions".into()),
+            ));
+            cols.push(Column::new(
+                "LOADING",
+                ColumnSource::CacheStat("loads.in_flight".into()),
+            ));
         }
     }
     cols
@@ -310,8 +428,8 @@ impl CacheLevel {
     }
 }
 
-/// The levels of a cache's stats: every member that is an object with scalar fields; when
-/// there is none, the stats object itself as one unnamed level.
+/// The levels of a cache's stats ([`cache_store`]): every member that is an object with
+/// `hits`; when there is none, the stats object itself as one unnamed level.
 ///
 /// ```
 /// use serde_json::json;
@@ -321,6 +439,7 @@ impl CacheLevel {
 /// assert_eq!(levels[1].hit_ratio(), None);
 /// ```
 pub fn cache_levels(stats: &Value) -> Vec<CacheLevel> {
+    let stats = cache_store(stats);
     let Value::Object(map) = stats else {
         return Vec::new();
     };
@@ -335,7 +454,7 @@ pub fn cache_levels(stats: &Value) -> Vec<CacheLevel> {
     };
     let nested: Vec<CacheLevel> = map
         .iter()
-        .filter(|(_, v)| v.is_object())
+        .filter(|(_, v)| v.get("hits").is_some())
         .map(|(k, v)| level(k.clone(), v))
         .collect();
     if nested.is_empty() {
@@ -362,12 +481,12 @@ mod tests {
     }
 
     #[test]
-    fn limit_columns_are_settings_then_rates_then_other_stats() {
+    fn limit_columns_are_settings_then_rates_then_keys_and_store() {
         let a = comp(
             ComponentKind::Limit,
             "api",
-            json!({"rate": 100, "per_secs": 1, "burst": 20, "mode": "enforce"}),
-            json!({"allowed": 5, "rejected": 1, "shadow_rejected": 0, "keys": 3}),
+            json!({"rate": 100, "per": "1s", "burst": 20, "mode": "enforce"}),
+            json!({"allowed": 5, "rejected": 1, "shadow_rejected": 0, "keys": 3, "store": "shm", "purged": 0}),
         );
         let b = comp(
             ComponentKind::Limit,
@@ -383,61 +502,97 @@ mod tests {
             titles,
             [
                 "RATE",
-                "PER_SECS",
+                "PER",
                 "BURST",
                 "MODE",
                 "NEW_FIELD",
                 "ALLOWED/S",
                 "REJECTED/S",
                 "SHADOW/S",
-                "KEYS"
+                "KEYS",
+                "STORE",
+                "FALLBACKS"
             ],
-            "new fields follow the preferred ones"
+            "new fields follow the preferred ones; other stats stay in the detail pane"
         );
     }
 
     #[test]
-    fn breaker_columns_lead_with_state() {
+    fn breaker_columns_lead_with_state_and_leave_settings_to_the_detail() {
         let a = comp(
             ComponentKind::Breaker,
             "upstream",
-            json!({"failure_threshold": 0.5}),
-            json!({"failure_rate": 0.1, "state": "closed", "transitions": 2}),
+            json!({"failure_rate_threshold": 50.0}),
+            json!({"state": "closed", "window": {"failure_rate": 10.0}, "transitions": 2}),
         );
         let cols = columns(ComponentKind::Breaker, &[&a]);
         assert_eq!(cols[0].source, ColumnSource::BreakerState);
-        assert_eq!(cols[1].source, ColumnSource::Stat("failure_rate".into()));
+        let titles: Vec<_> = cols.iter().map(|c| c.title.as_str()).collect();
         assert_eq!(
-            cols[3].source,
-            ColumnSource::Setting("failure_threshold".into())
+            titles,
+            [
+                "STATE",
+                "FAIL%",
+                "SLOW%",
+                "CALLS",
+                "NEXT PROBE",
+                "REJECTED/S",
+                "TRANSITIONS"
+            ]
+        );
+        assert!(
+            !cols
+                .iter()
+                .any(|c| matches!(c.source, ColumnSource::Setting(_)))
         );
     }
 
     #[test]
-    fn cache_columns_have_a_hit_ratio_per_level() {
+    fn cache_columns_show_size_hit_ratios_and_l2_health() {
         let a = comp(
             ComponentKind::Cache,
             "users",
-            json!({"ttl_secs": 60}),
-            json!({"l1": {"hits": 9, "misses": 1, "entries": 4}, "l2": {"hits": 1, "misses": 1}}),
+            json!({"ttl_ms": 60_000}),
+            json!({"l1": {"hits": 9, "misses": 1, "entries": 4}, "l2": {"hits": 1, "misses": 1, "breaker": "open"}, "loads": {"total": 1}}),
         );
-        let cols = columns(ComponentKind::Cache, &[&a]);
-        let titles: Vec<_> = cols.iter().map(|c| c.title.as_str()).collect();
-        assert_eq!(titles, ["L1 HIT%", "L2 HIT%", "TTL_SECS"]);
-        let flat = comp(
-            ComponentKind::Cache,
-            "flat",
-            json!({}),
-            json!({"hits": 1, "misses": 3}),
+        let titles: Vec<_> = columns(ComponentKind::Cache, &[&a])
+            .into_iter()
+            .map(|c| c.title)
+            .collect();
+        assert_eq!(
+            titles,
+            [
+                "ENTRIES",
+                "SIZE",
+                "L1 HIT%",
+                "L2 HIT%",
+                "L2",
+                "EVICTIONS",
+                "LOADING"
+            ]
         );
-        let levels = cache_levels(&flat.stats);
+        let levels = cache_levels(&a.stats);
+        let names: Vec<_> = levels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["l1", "l2"], "loads is no cache level");
+        assert_eq!(L2Health::of(&a.stats), L2Health::Open);
+        // An HTTP response cache nests the two-level stats under `store`.
+        let http =
+            json!({"hits": 2, "misses": 2, "store": {"l1": {"hits": 3, "misses": 1}, "l2": null}});
+        assert_eq!(cache_levels(&http)[0].hit_ratio(), Some(0.75));
+        assert_eq!(L2Health::of(&http), L2Health::Off);
+        let flat = json!({"hits": 1, "misses": 3});
+        let levels = cache_levels(&flat);
         assert_eq!((levels.len(), levels[0].hit_ratio()), (1, Some(0.25)));
     }
 
     #[test]
     fn non_object_settings_are_tolerated() {
         let a = comp(ComponentKind::Limit, "odd", json!(null), json!([1, 2]));
-        assert!(columns(ComponentKind::Limit, &[&a]).is_empty());
+        assert!(
+            !columns(ComponentKind::Limit, &[&a])
+                .iter()
+                .any(|c| matches!(c.source, ColumnSource::Setting(_)))
+        );
         assert!(cache_levels(&json!("x")).is_empty());
     }
 

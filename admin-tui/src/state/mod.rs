@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use palisade::control::model::{AuditEntry, Snapshot, WorkerInfo};
+use palisade::control::model::{AuditEntry, Propagation, Snapshot, WorkerInfo};
 use palisade::control::{ComponentKind, ComponentSnapshot, FieldError};
 use serde_json::Value;
 
@@ -763,7 +763,15 @@ impl State {
         match result {
             Ok(answer) => {
                 self.apply_locally(&pending.request, &answer);
-                self.notify(Level::Success, format!("✓ {}", pending.summary));
+                // The server answers once every worker applied the change: say so.
+                let outcome = answer
+                    .get("propagation")
+                    .cloned()
+                    .and_then(|p| serde_json::from_value::<Propagation>(p).ok())
+                    .filter(|p| !p.workers.is_empty())
+                    .map(|p| format!(" · {}", p.summary()))
+                    .unwrap_or_default();
+                self.notify(Level::Success, format!("✓ {}{outcome}", pending.summary));
             }
             Err(ClientError::Api(problem)) if problem.status == 412 => self.notify(
                 Level::Error,
@@ -787,6 +795,18 @@ impl State {
                 self.notify(
                     Level::Error,
                     format!("✖ {} refused: {text}", pending.request.describe()),
+                );
+            }
+            Err(ClientError::Api(problem)) if matches!(problem.status, 409 | 504) => {
+                // Refused (or unanswered) by a worker: the server rolled it back everywhere
+                // and its detail names the workers.
+                self.notify(
+                    Level::Error,
+                    format!(
+                        "✖ {} not applied: {}",
+                        pending.request.describe(),
+                        problem.detail.as_deref().unwrap_or(&problem.title)
+                    ),
                 );
             }
             Err(e) => self.notify(

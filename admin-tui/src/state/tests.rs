@@ -320,7 +320,7 @@ fn api_request(effect: Option<Effect>) -> (u64, ApiRequest) {
 fn editing_a_limit_sends_a_merge_patch_with_the_version() {
     let mut state = live_state(2);
     state.update(key('4'));
-    // Fields: rate, per_secs, burst, mode → move to burst.
+    // Fields: rate, per, burst, mode → move to burst.
     state.update(key('l'));
     state.update(key('l'));
     assert_eq!(

@@ -12,7 +12,10 @@ use serde_json::Value;
 use super::styles::{self, Styles, Tone};
 use super::{filter_note, panel_block};
 use crate::format;
-use crate::state::components::{Column, ColumnSource, cache_levels, columns, flatten, lookup};
+use crate::state::components::{
+    Column, ColumnSource, L2Health, breaker_state, cache_levels, cache_store, columns, flatten,
+    lookup,
+};
 use crate::state::{Mode, State, panel_of};
 
 /// Widest a column gets.
@@ -237,14 +240,90 @@ fn cell(
             }
             None => ("-".into(), styles.muted()),
         },
-        ColumnSource::BreakerState => match lookup(&c.stats, "state") {
-            Some(v) => {
-                let text = format::value(v);
-                let (glyph, tone) = styles::breaker_state(&text);
-                (format!("{glyph} {text}"), styles.tone(tone))
+        ColumnSource::BreakerState => match breaker_state(&c.stats) {
+            Some(text) => {
+                let word = text.split_whitespace().next().unwrap_or_default();
+                let (glyph, tone) = styles::breaker_state(word);
+                (
+                    format!("{glyph} {}", text.to_uppercase()),
+                    styles.tone(tone),
+                )
             }
             None => ("-".into(), styles.muted()),
         },
+        ColumnSource::Percent(path) => match lookup(&c.stats, path).and_then(Value::as_f64) {
+            Some(p) => {
+                let tone = if p >= 50.0 {
+                    Tone::Bad
+                } else if p > 0.0 {
+                    Tone::Warn
+                } else {
+                    Tone::Neutral
+                };
+                (format::percent(p / 100.0), styles.tone(tone))
+            }
+            None => ("-".into(), styles.muted()),
+        },
+        ColumnSource::Millis(path) => match lookup(&c.stats, path).and_then(Value::as_f64) {
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "whole seconds for display"
+            )]
+            Some(ms) => (
+                format::duration_secs((ms / 1000.0).ceil().max(0.0) as u64),
+                styles.tone(Tone::Warn),
+            ),
+            None => ("-".into(), styles.muted()),
+        },
+        ColumnSource::CacheStat(path) => match lookup(cache_store(&c.stats), path) {
+            Some(v) if !v.is_null() => (format::value(v), Style::new()),
+            _ => ("-".into(), styles.muted()),
+        },
+        ColumnSource::CacheSize => {
+            let l1 = cache_store(&c.stats).get("l1");
+            let field = |k: &str| l1.and_then(|l| l.get(k)).and_then(Value::as_u64);
+            match (field("weighted_bytes"), field("capacity_bytes")) {
+                (Some(used), Some(cap)) => {
+                    #[allow(clippy::cast_precision_loss, reason = "a ratio for colour")]
+                    let full = cap > 0 && used as f64 >= cap as f64 * 0.95;
+                    let tone = if full { Tone::Warn } else { Tone::Neutral };
+                    (
+                        format!("{}/{}", format::bytes(used), format::bytes(cap)),
+                        styles.tone(tone),
+                    )
+                }
+                (Some(used), None) => (format::bytes(used), Style::new()),
+                _ => ("-".into(), styles.muted()),
+            }
+        }
+        ColumnSource::L2Health => {
+            let health = L2Health::of(&c.stats);
+            let tone = match health {
+                L2Health::Off => Tone::Neutral,
+                L2Health::Ok => Tone::Good,
+                L2Health::Probing => Tone::Warn,
+                L2Health::Open => Tone::Bad,
+            };
+            let text = match health {
+                L2Health::Open => "✖ open".to_owned(),
+                L2Health::Probing => "▲ probing".to_owned(),
+                L2Health::Ok => "● ok".to_owned(),
+                L2Health::Off => "off".to_owned(),
+            };
+            (text, styles.tone(tone))
+        }
+        ColumnSource::StoreHealth => {
+            let store = lookup(&c.stats, "store").map_or_else(|| "-".to_owned(), format::value);
+            let errors = lookup(&c.stats, "errors")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if errors > 0 {
+                (format!("✖ {store} ({errors} err)"), styles.tone(Tone::Bad))
+            } else {
+                (format!("● {store}"), styles.tone(Tone::Good))
+            }
+        }
         ColumnSource::HitRatio(level) => {
             let ratio = cache_levels(&c.stats)
                 .into_iter()
@@ -290,6 +369,17 @@ fn detail_lines(
     styles: &Styles,
 ) -> Vec<Line<'static>> {
     let mut lines = vec![kv_line("settings", &c.settings, styles)];
+    if kind != ComponentKind::Limit && !matches!(&state.mode, Mode::Edit(e) if e.kind == kind) {
+        // Breaker and cache settings are not table columns: the field ←→ selects is named here.
+        if let Some(field) = state.selected_field(kind) {
+            let value = lookup(&c.settings, &field).map_or_else(|| "-".to_owned(), format::value);
+            lines.push(Line::from(vec![
+                Span::styled(format!("{:<9}", "field"), styles.header()),
+                Span::styled(format!("{field} = {value}"), styles.selected_field()),
+                Span::styled("  ←→ choose · e edit", styles.muted()),
+            ]));
+        }
+    }
     if kind == ComponentKind::Cache {
         for l in cache_levels(&c.stats) {
             let name = if l.name.is_empty() {

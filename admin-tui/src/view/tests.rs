@@ -136,6 +136,73 @@ fn inline_edit_with_a_server_validation_error() {
 }
 
 #[test]
+fn an_edit_reports_its_outcome_on_every_worker() {
+    use palisade::control::model::{Outcome, Propagation, WorkerOutcome};
+    let worker = |id: u32, outcome: Outcome, error: Option<&str>| WorkerOutcome {
+        worker_id: id,
+        pid: 4243 + id,
+        outcome,
+        error: error.map(str::to_owned),
+        elapsed_ms: 14,
+    };
+    let edit = |state: &mut State, value: char| {
+        state.update(key('e'));
+        state.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('u'),
+            KeyModifiers::CONTROL,
+        )));
+        state.update(key(value));
+        state.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+        let Some(crate::state::Effect::Api { id, .. }) = state.update(key('y')) else {
+            panic!("no request")
+        };
+        id
+    };
+    let mut state = on_panel('4');
+    let id = edit(&mut state, '7');
+    let applied = Propagation {
+        workers: vec![
+            worker(0, Outcome::Applied, None),
+            worker(1, Outcome::Applied, None),
+        ],
+        elapsed_ms: 14,
+        rolled_back: false,
+    };
+    state.update(Msg::ApiResult {
+        id,
+        result: Ok(json!({"name": "api", "version": 4, "propagation": applied})),
+        at_ms: T0 + 90_000,
+    });
+    let text = screen_text(draw(&state, 120, 40, &color()).backend().buffer());
+    assert!(text.contains("applied on 2/2 workers in 14 ms"), "{text}");
+
+    let id = edit(&mut state, '8');
+    let refused = Propagation {
+        workers: vec![
+            worker(0, Outcome::Applied, None),
+            worker(1, Outcome::Refused, Some("rate: too low")),
+        ],
+        elapsed_ms: 14,
+        rolled_back: true,
+    };
+    state.update(Msg::ApiResult {
+        id,
+        result: Err(ClientError::Api(ApiProblem {
+            status: 409,
+            title: "Refused by a worker".into(),
+            detail: Some(refused.summary()),
+            errors: vec![],
+        })),
+        at_ms: T0 + 91_000,
+    });
+    let text = screen_text(draw(&state, 160, 40, &color()).backend().buffer());
+    assert!(
+        text.contains("not applied: refused by worker 1 (pid 4244): rate: too low; rolled back"),
+        "{text}"
+    );
+}
+
+#[test]
 fn drain_confirmation() {
     let mut state = on_panel('1');
     state.update(key('d'));
@@ -232,14 +299,14 @@ fn breaker_state_has_colour_and_text() {
     state.update(key('j'));
     let terminal = draw(&state, 120, 40, &color());
     let buf = terminal.backend().buffer();
-    let (x, y) = find(buf, "✖ open");
+    let (x, y) = find(buf, "✖ OPEN");
     assert_eq!(buf[(x, y)].fg, styles::VERMILLION);
-    let (x, y) = find(buf, "● closed");
+    let (x, y) = find(buf, "● CLOSED");
     assert_eq!(buf[(x, y)].fg, styles::BLUISH_GREEN);
     // NO_COLOR: same text, no colours anywhere.
     let terminal = draw(&state, 120, 40, &Styles::new(false));
     let buf = terminal.backend().buffer();
-    let (x, y) = find(buf, "✖ open");
+    let (x, y) = find(buf, "✖ OPEN");
     assert_eq!(buf[(x, y)].fg, Color::Reset);
     assert!(
         buf.content()
@@ -274,7 +341,13 @@ fn generic_settings_show_new_fields_without_code_changes() {
     });
     state.update(key('4'));
     let text = screen_text(draw(&state, 160, 30, &color()).backend().buffer());
-    for needle in ["WINDOW.SIZE", "WINDOW.UNIT", "WEIRD.NESTED", "tags=[\"a\"]"] {
+    // New settings become (editable) columns; new stats appear in the detail pane.
+    for needle in [
+        "WINDOW.SIZE",
+        "WINDOW.UNIT",
+        "weird.nested=true",
+        "tags=[\"a\"]",
+    ] {
         assert!(text.contains(needle), "missing {needle}\n{text}");
     }
 }

@@ -1,5 +1,6 @@
 //! Properties of the supervisor ↔ worker control channel framing
-//! (`palisade_server::channel`: `u32` big-endian length, then a JSON message with `"v": 1`).
+//! (`palisade_server::channel`: `u32` big-endian length, then a JSON message with `"v"`, the
+//! protocol version).
 //!
 //! Shared by the `control_frame` fuzz target (fuzz/src/lib.rs) and the proptests in
 //! server/tests/proptest_config.rs.
@@ -76,7 +77,7 @@ fn read_like(like: &Msg, r: &mut &[u8]) -> Result<Msg, FrameError> {
 
 /// A sequence of messages written back to back reads back in order, equal (floats up to
 /// parser precision), then the channel reports `Closed`. Every frame's length prefix is its
-/// payload's length and the payload is a JSON object with `"v": 1` and a `type`.
+/// payload's length and the payload is a JSON object with `"v"` (the protocol version) and a `type`.
 pub(crate) fn check_round_trip(msgs: &[Msg]) {
     let mut stream = Vec::new();
     for m in msgs {
@@ -84,7 +85,7 @@ pub(crate) fn check_round_trip(msgs: &[Msg]) {
         let len = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
         assert_eq!(len, frame.len() - 4);
         let payload: Value = serde_json::from_slice(&frame[4..]).expect("JSON payload");
-        assert_eq!(payload["v"], 1);
+        assert_eq!(payload["v"], channel::PROTOCOL_VERSION);
         assert!(payload["type"].is_string(), "{payload}");
         stream.extend_from_slice(&frame);
     }

@@ -1,12 +1,14 @@
 //! [`AdminBackend`]: what the admin router asks beyond the [`Registry`](crate::control::Registry).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::control::model::{ServerInfo, Traffic, WorkerInfo};
+use crate::control::model::{Propagation, ServerInfo, Traffic, WorkerInfo};
 use crate::control::{Change, ComponentKind, FieldError};
 
 /// A worker operation the backend refused or could not run. Each variant maps to one HTTP
@@ -29,7 +31,15 @@ pub enum BackendError {
     /// The operation failed for a reason outside the caller's control: 503.
     #[error("{0}")]
     Unavailable(String),
+    /// A change was refused by a worker, or a worker did not answer in time; it was rolled
+    /// back on every worker (409 for a refusal, 504 for a timeout, naming the workers).
+    #[error("{}", .0.summary())]
+    NotApplied(Propagation),
 }
+
+/// The future a backend operation returns: worker operations and change fan-out wait for the
+/// workers' answers (bounded by the backend), without blocking the request task.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
 
 impl BackendError {
     /// The refusal a backend without worker processes gives.
@@ -40,8 +50,8 @@ impl BackendError {
     }
 }
 
-/// What the admin router just changed, passed to [`AdminBackend::applied`] after the change
-/// took effect in the local registry and was audited.
+/// What the admin router just changed, passed to [`AdminBackend::propagate`] after the change
+/// took effect in the local registry.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Applied {
@@ -85,10 +95,10 @@ pub enum Applied {
 ///
 /// [`LocalBackend`] serves a single process (library users). The reference server's supervisor
 /// implements this trait to report its worker processes, merge their traffic and fan changes
-/// out to them through [`applied`](AdminBackend::applied).
+/// out to them through [`propagate`](AdminBackend::propagate).
 ///
 /// Every method is called on a request task and must not block; start long work (a rolling
-/// restart) in the background and return at once. Worker operations default to
+/// restart) in the background and resolve once it started. Worker operations default to
 /// [`BackendError::NotSupported`] (HTTP 501).
 pub trait AdminBackend: Send + Sync + 'static {
     /// Who is answering.
@@ -99,24 +109,43 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn traffic(&self) -> Traffic;
     /// Sets the number of worker processes (`POST /admin/v1/workers/scale`).
     ///
-    /// Returns the worker count before and after, e.g. `{"workers": 2}` → `{"workers": 4}`.
-    fn scale(&self, workers: u32) -> Result<Change, BackendError> {
+    /// Resolves to the worker count before and after, e.g. `{"workers": 2}` →
+    /// `{"workers": 4}`, once the server accepted (or refused) the operation.
+    fn scale(&self, workers: u32) -> BackendFuture<'_, Change> {
         let _ = workers;
-        Err(BackendError::not_supported("scale"))
+        Box::pin(std::future::ready(Err(BackendError::not_supported(
+            "scale",
+        ))))
     }
-    /// Starts a rolling restart of every worker (`POST /admin/v1/workers/restart`).
-    fn restart(&self) -> Result<Change, BackendError> {
-        Err(BackendError::not_supported("restart"))
+    /// Starts a rolling restart of every worker (`POST /admin/v1/workers/restart`); resolves
+    /// once the server started it (or refused).
+    fn restart(&self) -> BackendFuture<'_, Change> {
+        Box::pin(std::future::ready(Err(BackendError::not_supported(
+            "restart",
+        ))))
     }
-    /// Drains one worker, which is then replaced (`POST /admin/v1/workers/{id}/drain`).
-    fn drain_worker(&self, id: u32) -> Result<Change, BackendError> {
+    /// Drains one worker, which is then replaced (`POST /admin/v1/workers/{id}/drain`);
+    /// resolves once the server started it (or refused).
+    fn drain_worker(&self, id: u32) -> BackendFuture<'_, Change> {
         let _ = id;
-        Err(BackendError::not_supported("drain"))
+        Box::pin(std::future::ready(Err(BackendError::not_supported(
+            "drain",
+        ))))
     }
-    /// Called after each applied settings change or action, e.g. to send it to every worker.
-    /// The default does nothing.
-    fn applied(&self, applied: &Applied) {
+    /// Carries a change the router just applied to its own registry to every worker process
+    /// and resolves to each worker's answer.
+    ///
+    /// All or nothing: when any worker refuses a settings change or does not answer in time,
+    /// the backend restores the previous settings (`change.before`) on every worker and
+    /// resolves to [`BackendError::NotApplied`]; the router then restores its own copy and
+    /// answers with a problem naming the workers. Actions cannot be undone, so for an
+    /// [`Applied::Action`] the backend only reports.
+    ///
+    /// The default (a single process) has nothing to carry: the change is already live in this
+    /// process, reported as worker 0.
+    fn propagate<'a>(&'a self, applied: &'a Applied) -> BackendFuture<'a, Propagation> {
         let _ = applied;
+        Box::pin(std::future::ready(Ok(Propagation::local())))
     }
 }
 
@@ -130,17 +159,17 @@ impl<T: AdminBackend + ?Sized> AdminBackend for Arc<T> {
     fn traffic(&self) -> Traffic {
         (**self).traffic()
     }
-    fn scale(&self, workers: u32) -> Result<Change, BackendError> {
+    fn scale(&self, workers: u32) -> BackendFuture<'_, Change> {
         (**self).scale(workers)
     }
-    fn restart(&self) -> Result<Change, BackendError> {
+    fn restart(&self) -> BackendFuture<'_, Change> {
         (**self).restart()
     }
-    fn drain_worker(&self, id: u32) -> Result<Change, BackendError> {
+    fn drain_worker(&self, id: u32) -> BackendFuture<'_, Change> {
         (**self).drain_worker(id)
     }
-    fn applied(&self, applied: &Applied) {
-        (**self).applied(applied);
+    fn propagate<'a>(&'a self, applied: &'a Applied) -> BackendFuture<'a, Propagation> {
+        (**self).propagate(applied)
     }
 }
 
@@ -159,7 +188,9 @@ type TrafficFn = dyn Fn() -> Traffic + Send + Sync;
 /// assert_eq!(backend.server().name, "my-api");
 /// assert_eq!(backend.workers()[0].id, 0);
 /// assert_eq!(backend.workers()[0].requests, 42);
-/// assert!(backend.scale(4).is_err());
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// assert!(backend.scale(4).await.is_err());
+/// # });
 /// ```
 #[derive(Clone)]
 pub struct LocalBackend {

@@ -18,7 +18,7 @@ use super::Shared;
 use super::audit::now_ms;
 use super::auth::{Caller, payload_too_large};
 use super::backend::{Applied, BackendError};
-use crate::control::model::{AuditEntry, Snapshot, WorkerInfo};
+use crate::control::model::{AuditEntry, Outcome, Propagation, Snapshot, WorkerInfo};
 use crate::control::{Component, ComponentKind, FieldError, snapshot_of};
 use crate::problem::Problem;
 
@@ -357,6 +357,9 @@ struct ChangeReply<'a> {
     audit_seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     revert_at_ms: Option<u64>,
+    /// Each worker's answer (absent for a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    propagation: Option<Propagation>,
 }
 
 #[allow(
@@ -388,11 +391,13 @@ pub(crate) async fn put_one(
         req,
         &caller,
     )
+    .await
 }
 
 /// Checks the precondition and applies the change under the write lock, so admin changes are
-/// serialized and `If-Match` cannot race another admin request.
-fn apply_settings(
+/// serialized and `If-Match` cannot race another admin request; then carries it to every
+/// worker and answers with their outcomes, or rolls it back when any worker did not apply it.
+async fn apply_settings(
     shared: &Arc<Shared>,
     kind: ComponentKind,
     name: &str,
@@ -401,7 +406,7 @@ fn apply_settings(
     req: PutRequest,
     caller: &Caller,
 ) -> Result {
-    let _serialized = shared.write_lock.lock();
+    let _serialized = shared.write_lock.lock().await;
     let current = component.version();
     if precondition.is_some_and(|p| !p.matches(current)) {
         return Err(precondition_failed(current));
@@ -427,6 +432,7 @@ fn apply_settings(
             after: change.after,
             audit_seq: None,
             revert_at_ms: None,
+            propagation: None,
         };
         return Ok(json_response(StatusCode::OK, &reply, Some(current)));
     }
@@ -443,11 +449,36 @@ fn apply_settings(
             after: preview.after,
             audit_seq: None,
             revert_at_ms: None,
+            propagation: None,
         };
         return Ok(json_response(StatusCode::OK, &reply, Some(current)));
     }
     let change = component.apply(&req.settings, false).map_err(refused)?;
     let version = component.version();
+    let applied = Applied::Settings {
+        kind,
+        name: name.to_owned(),
+        patch: req.settings.clone(),
+        change: change.clone(),
+        version,
+        revert: false,
+        actor: caller.id.clone(),
+    };
+    let propagation = match shared.config.backend.propagate(&applied).await {
+        Ok(propagation) => propagation,
+        Err(error) => {
+            return Err(roll_back(
+                shared,
+                kind,
+                name,
+                component,
+                &change,
+                &req.settings,
+                caller,
+                error,
+            ));
+        }
+    };
     let revert_at_ms = req
         .ttl
         .map(|ttl| now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
@@ -464,16 +495,8 @@ fn apply_settings(
         before: change.before.clone(),
         after: change.after.clone(),
         details: Value::Object(details),
+        propagation: Some(propagation.clone()),
         ..AuditEntry::default()
-    });
-    shared.config.backend.applied(&Applied::Settings {
-        kind,
-        name: name.to_owned(),
-        patch: req.settings,
-        change: change.clone(),
-        version,
-        revert: false,
-        actor: caller.id.clone(),
     });
     if let Some(ttl) = req.ttl {
         let revert = Revert {
@@ -487,7 +510,7 @@ fn apply_settings(
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
             tokio::time::sleep(ttl).await;
-            revert.run(&shared);
+            revert.run(&shared).await;
         });
     }
     let reply = ChangeReply {
@@ -499,8 +522,47 @@ fn apply_settings(
         after: change.after,
         audit_seq: Some(entry.seq),
         revert_at_ms,
+        propagation: Some(propagation),
     };
     Ok(json_response(StatusCode::OK, &reply, Some(version)))
+}
+
+/// A change the workers did not all apply: restores this registry's copy (the backend already
+/// restored the workers), audits it and answers with the backend's problem.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of one refused change"
+)]
+fn roll_back(
+    shared: &Shared,
+    kind: ComponentKind,
+    name: &str,
+    component: &Arc<dyn Component>,
+    change: &crate::control::Change,
+    patch: &Value,
+    caller: &Caller,
+    error: BackendError,
+) -> Reject {
+    if let Err(errors) = component.apply(&change.before, false) {
+        // The settings it had a moment ago are valid by construction; say so loudly if not.
+        tracing::error!(target = %target(kind, name), errors = ?errors, "cannot restore settings after a refused change");
+    }
+    let propagation = match &error {
+        BackendError::NotApplied(p) => Some(p.clone()),
+        _ => None,
+    };
+    tracing::warn!(target = %target(kind, name), error = %error, "change not applied on every worker; rolled back");
+    shared.audit.record(AuditEntry {
+        actor: caller.id.clone(),
+        action: "update_rolled_back".into(),
+        target: target(kind, name),
+        before: change.before.clone(),
+        after: change.before.clone(),
+        details: json!({ "patch": patch, "error": error.to_string() }),
+        propagation,
+        ..AuditEntry::default()
+    });
+    backend_problem(error).into()
 }
 
 /// A pending TTL revert.
@@ -516,8 +578,8 @@ pub(crate) struct Revert {
 
 impl Revert {
     /// Restores the settings unless the component changed (or went away) since.
-    pub(crate) fn run(self, shared: &Shared) {
-        let _serialized = shared.write_lock.lock();
+    pub(crate) async fn run(self, shared: &Shared) {
+        let _serialized = shared.write_lock.lock().await;
         let target = target(self.kind, &self.name);
         let skipped = |reason: String, current: Value| {
             tracing::info!(target = %target, of_seq = self.of_seq, reason = %reason, "ttl revert skipped");
@@ -549,24 +611,50 @@ impl Revert {
         match component.apply(&self.restore, false) {
             Ok(change) => {
                 let version = component.version();
-                shared.audit.record(AuditEntry {
-                    actor: self.actor.clone(),
-                    action: "revert".into(),
-                    target: target.clone(),
-                    before: change.before.clone(),
-                    after: change.after.clone(),
-                    details: json!({ "reverts": self.of_seq, "version": version }),
-                    ..AuditEntry::default()
-                });
-                shared.config.backend.applied(&Applied::Settings {
+                let applied = Applied::Settings {
                     kind: self.kind,
                     name: self.name.clone(),
-                    patch: self.restore,
-                    change,
+                    patch: self.restore.clone(),
+                    change: change.clone(),
                     version,
                     revert: true,
-                    actor: self.actor,
-                });
+                    actor: self.actor.clone(),
+                };
+                match shared.config.backend.propagate(&applied).await {
+                    Ok(propagation) => {
+                        shared.audit.record(AuditEntry {
+                            actor: self.actor.clone(),
+                            action: "revert".into(),
+                            target: target.clone(),
+                            before: change.before.clone(),
+                            after: change.after.clone(),
+                            details: json!({ "reverts": self.of_seq, "version": version }),
+                            propagation: Some(propagation),
+                            ..AuditEntry::default()
+                        });
+                    }
+                    Err(error) => {
+                        // The workers kept the change; so does this copy.
+                        if let Err(errors) = component.apply(&change.before, false) {
+                            tracing::error!(target = %target, errors = ?errors, "cannot restore settings after a refused revert");
+                        }
+                        tracing::warn!(target = %target, of_seq = self.of_seq, error = %error, "ttl revert not applied on every worker");
+                        let propagation = match &error {
+                            BackendError::NotApplied(p) => Some(p.clone()),
+                            _ => None,
+                        };
+                        shared.audit.record(AuditEntry {
+                            actor: self.actor,
+                            action: "revert_failed".into(),
+                            target,
+                            before: change.before.clone(),
+                            after: change.before,
+                            details: json!({ "reverts": self.of_seq, "error": error.to_string() }),
+                            propagation,
+                            ..AuditEntry::default()
+                        });
+                    }
+                }
             }
             Err(errors) => {
                 tracing::warn!(target = %target, of_seq = self.of_seq, errors = ?errors, "ttl revert refused by the component");
@@ -615,7 +703,7 @@ pub(crate) async fn action(
     }
     let precondition = if_match(&headers)?;
     let args = json_body(body, shared.config.body_limit)?.unwrap_or_else(|| json!({}));
-    let _serialized = shared.write_lock.lock();
+    let _serialized = shared.write_lock.lock().await;
     let current = component.version();
     if precondition.is_some_and(|p| !p.matches(current)) {
         return Err(precondition_failed(current));
@@ -632,6 +720,20 @@ pub(crate) async fn action(
     })?;
     let after = component.settings();
     let version = component.version();
+    let applied = Applied::Action {
+        kind,
+        name: name.clone(),
+        action: action.clone(),
+        args: args.clone(),
+        result: result.clone(),
+        actor: caller.id.clone(),
+    };
+    // An action cannot be undone: a worker that refuses it is reported, not rolled back.
+    let propagated = shared.config.backend.propagate(&applied).await;
+    let propagation = match &propagated {
+        Ok(p) | Err(BackendError::NotApplied(p)) => Some(p.clone()),
+        Err(_) => None,
+    };
     shared.audit.record(AuditEntry {
         actor: caller.id.clone(),
         action: format!("action:{action}"),
@@ -639,22 +741,17 @@ pub(crate) async fn action(
         before,
         after,
         details: json!({ "args": args, "result": result }),
+        propagation: propagation.clone(),
         ..AuditEntry::default()
     });
-    shared.config.backend.applied(&Applied::Action {
-        kind,
-        name: name.clone(),
-        action: action.clone(),
-        args,
-        result: result.clone(),
-        actor: caller.id,
-    });
+    propagated.map_err(backend_problem)?;
     let reply = json!({
         "name": name,
         "kind": kind,
         "action": action,
         "version": version,
         "result": result,
+        "propagation": propagation,
     });
     Ok(json_response(StatusCode::OK, &reply, Some(version)))
 }
@@ -674,18 +771,32 @@ fn backend_problem(e: BackendError) -> Problem {
         BackendError::Unavailable(msg) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").detail(msg)
         }
+        BackendError::NotApplied(propagation) => {
+            let refused = propagation.failed().any(|w| w.outcome == Outcome::Refused);
+            let (status, title) = if refused {
+                (StatusCode::CONFLICT, "Refused by a worker")
+            } else {
+                (StatusCode::GATEWAY_TIMEOUT, "A worker did not answer")
+            };
+            let workers: Vec<u32> = propagation.failed().map(|w| w.worker_id).collect();
+            Problem::new(status, title)
+                .detail(propagation.summary())
+                .with("workers", workers)
+                .with("propagation", propagation)
+        }
     }
 }
 
-/// Runs a worker operation, audits it and answers 202 with before/after.
-fn worker_op(
+/// Runs a worker operation, waits for the server's answer, audits it and answers 202 with
+/// before/after (or the server's refusal as a problem).
+async fn worker_op(
     shared: &Shared,
     caller: &Caller,
     action: &str,
     target: String,
-    op: impl FnOnce() -> std::result::Result<crate::control::Change, BackendError>,
+    op: super::backend::BackendFuture<'_, crate::control::Change>,
 ) -> Result {
-    let change = op().map_err(backend_problem)?;
+    let change = op.await.map_err(backend_problem)?;
     let entry = shared.audit.record(AuditEntry {
         actor: caller.id.clone(),
         action: action.to_owned(),
@@ -754,9 +865,14 @@ pub(crate) async fn scale(
     }
     .map_err(|e| invalid(vec![e], "the request was refused; nothing changed"))?;
     let workers = u32::try_from(workers).unwrap_or(u32::MAX);
-    worker_op(&shared, &caller, "scale", "workers".into(), || {
-        shared.config.backend.scale(workers)
-    })
+    worker_op(
+        &shared,
+        &caller,
+        "scale",
+        "workers".into(),
+        shared.config.backend.scale(workers),
+    )
+    .await
 }
 
 pub(crate) async fn restart(
@@ -766,9 +882,14 @@ pub(crate) async fn restart(
 ) -> Result {
     let body = json_body(body, shared.config.body_limit)?;
     object_body(body, &[], "empty or {}")?;
-    worker_op(&shared, &caller, "restart", "workers".into(), || {
-        shared.config.backend.restart()
-    })
+    worker_op(
+        &shared,
+        &caller,
+        "restart",
+        "workers".into(),
+        shared.config.backend.restart(),
+    )
+    .await
 }
 
 pub(crate) async fn drain(
@@ -789,7 +910,12 @@ pub(crate) async fn drain(
     })?;
     let body = json_body(body, shared.config.body_limit)?;
     object_body(body, &[], "empty or {}")?;
-    worker_op(&shared, &caller, "drain", format!("workers/{id}"), || {
-        shared.config.backend.drain_worker(id)
-    })
+    worker_op(
+        &shared,
+        &caller,
+        "drain",
+        format!("workers/{id}"),
+        shared.config.backend.drain_worker(id),
+    )
+    .await
 }

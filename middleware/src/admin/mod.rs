@@ -22,6 +22,10 @@
 //! - A `PUT` that changes nothing (an empty patch, or the current values) answers 200 with the
 //!   current version and settings, and is neither applied nor audited: the version stays, so
 //!   other operators' `ETag`s stay valid.
+//! - A change answers after the [`AdminBackend`] carried it to every worker process
+//!   ([`AdminBackend::propagate`]), with each worker's outcome; when a worker refuses it or
+//!   does not answer in time it is rolled back everywhere, here too, and the answer is a 409 or
+//!   504 problem naming the workers.
 //! - A change with `ttl_secs` is reverted to the previous settings when the time is up, unless
 //!   the component changed since (then the revert is skipped and audited as
 //!   `revert_skipped`).
@@ -83,11 +87,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub use audit::AuditLog;
-pub use backend::{AdminBackend, Applied, BackendError, LocalBackend, rss_bytes};
+pub use backend::{AdminBackend, Applied, BackendError, BackendFuture, LocalBackend, rss_bytes};
 pub use config::{Access, AdminConfig, AdminConfigBuilder, ConfigError, MIN_SECRET_LEN, Token};
 pub use routes::routes;
 
@@ -127,7 +130,7 @@ impl Admin {
                 registry,
                 config,
                 seq: AtomicU64::new(0),
-                write_lock: Mutex::new(()),
+                write_lock: tokio::sync::Mutex::new(()),
                 closed,
             }),
         }
@@ -169,7 +172,7 @@ pub(crate) struct Shared {
     /// The last snapshot `seq` handed out.
     pub(crate) seq: AtomicU64,
     /// Serializes admin changes so an `If-Match` check and the change are atomic.
-    pub(crate) write_lock: Mutex<()>,
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
     /// `true` once streams should end.
     pub(crate) closed: watch::Sender<bool>,
 }

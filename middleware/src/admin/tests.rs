@@ -478,8 +478,12 @@ impl AdminBackend for Recorder {
     fn traffic(&self) -> crate::control::model::Traffic {
         Default::default()
     }
-    fn applied(&self, applied: &Applied) {
+    fn propagate<'a>(
+        &'a self,
+        applied: &'a Applied,
+    ) -> super::BackendFuture<'a, crate::control::model::Propagation> {
         self.0.lock().push(applied.clone());
+        Box::pin(async { Ok(crate::control::model::Propagation::local()) })
     }
 }
 

@@ -258,6 +258,16 @@ impl Component for CacheHandle {
     fn actions(&self) -> &'static [&'static str] {
         &["invalidate", "invalidate_prefix", "flush"]
     }
+
+    fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
+        use crate::control::merge::Merge;
+        vec![
+            ("l2.breaker", Merge::Worst(&["open", "half_open", "closed"])),
+            ("l2.backplane.enabled", Merge::Once),
+            ("loads.latency_mean_ms", Merge::Max),
+            ("loads.latency_max_ms", Merge::Max),
+        ]
+    }
 }
 
 impl crate::control::Handle for CacheHandle {

@@ -123,6 +123,7 @@ pub(crate) struct Counters {
     corrupt_metrics: Vec<(&'static str, Counter)>,
     load_nanos: AtomicU64,
     load_max_nanos: AtomicU64,
+    loads_in_flight: AtomicU64,
     load_histogram: Histogram,
     entries: Gauge,
     l1_bytes: Gauge,
@@ -170,6 +171,7 @@ impl Counters {
                 .collect(),
             load_nanos: AtomicU64::new(0),
             load_max_nanos: AtomicU64::new(0),
+            loads_in_flight: AtomicU64::new(0),
             load_histogram: metrics::histogram!(METRIC_LOAD_DURATION, "cache" => n.clone()),
             entries: metrics::gauge!(METRIC_ENTRIES, "cache" => n.clone()),
             l1_bytes: metrics::gauge!(METRIC_L1_BYTES, "cache" => n.clone()),
@@ -183,6 +185,12 @@ impl Counters {
         if let Some((_, c)) = self.corrupt_metrics.iter().find(|(r, _)| *r == reason) {
             c.increment(1);
         }
+    }
+
+    /// Counts a loader run as in flight until the guard drops (finished, failed or cancelled).
+    pub(crate) fn load_started(&self) -> LoadInFlight<'_> {
+        self.loads_in_flight.fetch_add(1, Ordering::Relaxed);
+        LoadInFlight(&self.loads_in_flight)
     }
 
     pub(crate) fn load_latency(&self, d: Duration) {
@@ -223,6 +231,7 @@ impl Counters {
                 bypassed: self.bypassed.load(Ordering::Relaxed),
                 latency_mean_ms: mean_ms,
                 latency_max_ms: max_ms,
+                in_flight: self.loads_in_flight.load(Ordering::Relaxed),
             },
             negative_hits: self.negative_hits.load(Ordering::Relaxed),
             stale_served: self.stale_fail_safe.get() + self.stale_soft_timeout.get(),
@@ -331,4 +340,17 @@ pub struct LoadStats {
     pub latency_mean_ms: f64,
     /// Slowest loader run, milliseconds.
     pub latency_max_ms: f64,
+    /// Loader runs in progress now.
+    #[serde(default)]
+    pub in_flight: u64,
+}
+
+/// A loader run in flight; see [`Counters::load_started`].
+#[derive(Debug)]
+pub(crate) struct LoadInFlight<'a>(&'a AtomicU64);
+
+impl Drop for LoadInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

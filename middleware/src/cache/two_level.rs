@@ -539,6 +539,7 @@ where
     }
 
     let started = Instant::now();
+    let loading = inner.stats.load_started();
     let loaded = AssertUnwindSafe(loader()).catch_unwind();
     let result = match cfg.hard_timeout() {
         Some(limit) => match tokio::time::timeout(limit, loaded).await {
@@ -547,6 +548,7 @@ where
         },
         None => loaded.await,
     };
+    drop(loading);
     let now = Instant::now();
     inner
         .stats

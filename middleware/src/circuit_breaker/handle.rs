@@ -370,6 +370,31 @@ impl Component for CircuitBreakerHandle {
     fn actions(&self) -> &'static [&'static str] {
         ACTIONS
     }
+
+    fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
+        use crate::control::merge::Merge;
+        // Each worker runs its own breaker: show the most severe state, the worst rates and
+        // the earliest probe.
+        const SEVERITY: &[&str] = &[
+            "forced_open",
+            "open",
+            "half_open",
+            "disabled",
+            "forced_closed",
+            "closed",
+        ];
+        vec![
+            ("state", Merge::Worst(SEVERITY)),
+            ("window.failure_rate", Merge::Max),
+            ("window.slow_call_rate", Merge::Max),
+            ("window.size", Merge::Once),
+            ("window.kind", Merge::Once),
+            ("retry_after_ms", Merge::Min),
+            ("last_transition", Merge::Once),
+            ("keyed", Merge::Once),
+            ("max_keys", Merge::Once),
+        ]
+    }
 }
 
 impl crate::control::Handle for CircuitBreakerHandle {

@@ -37,6 +37,7 @@
 //! assert!(registry.get("api").unwrap().apply(&json!({ "rate": 0 }), false).is_err());
 //! ```
 
+pub mod merge;
 pub mod model;
 
 use std::collections::BTreeMap;
@@ -143,6 +144,12 @@ pub trait Component: Send + Sync + fmt::Debug + 'static {
     /// The actions [`action`](Component::action) accepts, for discovery.
     fn actions(&self) -> &'static [&'static str] {
         &[]
+    }
+    /// How fields of [`stats`](Component::stats) combine across worker processes, by dotted
+    /// path (see [`merge`](mod@merge)); fields not listed follow
+    /// [`merge::Merge::Default`] (counters add up, other numbers keep the largest).
+    fn stats_merge(&self) -> Vec<merge::FieldMerge> {
+        Vec::new()
     }
 }
 

@@ -180,4 +180,138 @@ pub struct AuditEntry {
     /// undoes. `null` (and omitted) when there is nothing.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+    /// How each worker process answered the change (empty for a change that did not reach
+    /// worker processes, e.g. a dry run or a worker operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
+}
+
+/// How one worker process answered a change fanned out to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The worker applied the change.
+    Applied,
+    /// The worker refused the change (see [`WorkerOutcome::error`]).
+    Refused,
+    /// The worker did not answer within the bound.
+    TimedOut,
+    /// The worker exited before answering (it was draining or died); it serves nothing more,
+    /// so it does not hold the change back.
+    Exited,
+}
+
+impl Outcome {
+    /// Whether this outcome fails an all-or-nothing change.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Refused | Self::TimedOut)
+    }
+}
+
+/// One worker's answer to a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerOutcome {
+    /// Worker slot id.
+    pub worker_id: u32,
+    /// Process id.
+    pub pid: u32,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why the worker refused, or what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Time from sending the change to this worker's answer, milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// The outcome of one change on every live worker: all applied it, or it was rolled back
+/// everywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Propagation {
+    /// One entry per worker the change was sent to, ordered by worker id.
+    pub workers: Vec<WorkerOutcome>,
+    /// Time from the first send to the last answer (or the timeout), milliseconds.
+    pub elapsed_ms: u64,
+    /// `true` when a refusal or timeout made the change roll back on every worker.
+    #[serde(default)]
+    pub rolled_back: bool,
+}
+
+impl Propagation {
+    /// The propagation of a change in a single process: worker 0 (this process) applied it.
+    pub fn local() -> Self {
+        Self {
+            workers: vec![WorkerOutcome {
+                worker_id: 0,
+                pid: std::process::id(),
+                outcome: Outcome::Applied,
+                error: None,
+                elapsed_ms: 0,
+            }],
+            elapsed_ms: 0,
+            rolled_back: false,
+        }
+    }
+
+    /// Workers that applied the change.
+    pub fn applied(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| w.outcome == Outcome::Applied)
+            .count()
+    }
+
+    /// Workers that refused the change or did not answer in time.
+    pub fn failed(&self) -> impl Iterator<Item = &WorkerOutcome> {
+        self.workers.iter().filter(|w| w.outcome.is_failure())
+    }
+
+    /// Whether every worker that still runs applied the change.
+    pub fn succeeded(&self) -> bool {
+        !self.rolled_back && self.failed().next().is_none()
+    }
+
+    /// One line for an operator, e.g. `applied on 2/2 workers in 14 ms` or
+    /// `refused by worker 1 (pid 4242): rate: must be positive; rolled back on 2 workers`.
+    ///
+    /// ```
+    /// use palisade::control::model::Propagation;
+    /// assert_eq!(Propagation::local().summary(), "applied on 1/1 workers in 0 ms");
+    /// ```
+    pub fn summary(&self) -> String {
+        let total = self
+            .workers
+            .iter()
+            .filter(|w| w.outcome != Outcome::Exited)
+            .count();
+        if self.succeeded() {
+            return format!(
+                "applied on {}/{total} workers in {} ms",
+                self.applied(),
+                self.elapsed_ms
+            );
+        }
+        let failures: Vec<String> = self
+            .failed()
+            .map(|w| {
+                let what = match w.outcome {
+                    Outcome::TimedOut => "no answer from".to_owned(),
+                    _ => "refused by".to_owned(),
+                };
+                match &w.error {
+                    Some(e) => format!("{what} worker {} (pid {}): {e}", w.worker_id, w.pid),
+                    None => format!("{what} worker {} (pid {})", w.worker_id, w.pid),
+                }
+            })
+            .collect();
+        if self.rolled_back {
+            format!("{}; rolled back on {total} workers", failures.join("; "))
+        } else {
+            format!(
+                "{}; applied on {}/{total} workers",
+                failures.join("; "),
+                self.applied()
+            )
+        }
+    }
 }

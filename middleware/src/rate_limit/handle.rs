@@ -256,6 +256,25 @@ impl Component for PolicyHandle {
         }
     }
 
+    fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
+        use crate::control::merge::Merge;
+        if PolicyHandle::stats(self).store == "shm" {
+            // One table in shared memory: every worker reports the whole zone.
+            [
+                "capacity",
+                "keys",
+                "evictions_idle",
+                "evictions_pressure",
+                "purged",
+            ]
+            .into_iter()
+            .map(|f| (f, Merge::Once))
+            .collect()
+        } else {
+            Vec::new()
+        }
+    }
+
     fn actions(&self) -> &'static [&'static str] {
         &["purge_idle", "reset"]
     }

@@ -190,6 +190,19 @@ impl Component for ResponseCacheHandle {
     fn actions(&self) -> &'static [&'static str] {
         &["invalidate_path", "invalidate_prefix", "flush"]
     }
+
+    fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
+        use crate::control::merge::Merge;
+        vec![
+            (
+                "store.l2.breaker",
+                Merge::Worst(&["open", "half_open", "closed"]),
+            ),
+            ("store.l2.backplane.enabled", Merge::Once),
+            ("store.loads.latency_mean_ms", Merge::Max),
+            ("store.loads.latency_max_ms", Merge::Max),
+        ]
+    }
 }
 
 impl crate::control::Handle for ResponseCacheHandle {

@@ -1,0 +1,146 @@
+//! Combining one component's statistics from several worker processes.
+//!
+//! Each component declares how its fields combine ([`Component::stats_merge`]): counters add
+//! up, a rate keeps the worst worker's, a store shared by all workers (a shared-memory zone)
+//! reports the same zone-wide numbers in every worker and is counted once, a state keeps the
+//! most severe. Fields a component does not declare follow [`Merge::Default`].
+//!
+//! [`Component::stats_merge`]: super::Component::stats_merge
+
+use serde_json::Value;
+
+/// How one statistics field combines across worker processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Merge {
+    /// Integers add up (counters); other numbers keep the largest; strings that differ are
+    /// joined with `/`; objects merge field by field with these same rules.
+    Default,
+    /// Numbers add up.
+    Sum,
+    /// The largest number (a rate, a latency: the worst worker's).
+    Max,
+    /// The smallest number (the earliest deadline, e.g. the next probe).
+    Min,
+    /// The same value in every worker (a zone-wide figure): taken once, from the first report.
+    Once,
+    /// Strings ranked by severity, most severe first; the most severe reported wins (a state).
+    Worst(&'static [&'static str]),
+}
+
+/// One declared field: a dotted path into the stats object and its rule.
+pub type FieldMerge = (&'static str, Merge);
+
+/// Merges the statistics `reports` (one per worker) by the declared `rules`; `None` without
+/// reports.
+///
+/// ```
+/// use palisade::control::merge::{Merge, merge_stats};
+/// use serde_json::json;
+/// let a = json!({"allowed": 3, "keys": 10, "state": "closed", "window": {"rate": 5.0}});
+/// let b = json!({"allowed": 4, "keys": 10, "state": "open", "window": {"rate": 20.0}});
+/// let rules = [("keys", Merge::Once), ("state", Merge::Worst(&["open", "closed"]))];
+/// let merged = merge_stats(&[&a, &b], &rules).unwrap();
+/// assert_eq!(merged, json!({"allowed": 7, "keys": 10, "state": "open", "window": {"rate": 20.0}}));
+/// ```
+pub fn merge_stats(reports: &[&Value], rules: &[FieldMerge]) -> Option<Value> {
+    let (first, rest) = reports.split_first()?;
+    let mut acc = (*first).clone();
+    for other in rest {
+        merge_into(&mut acc, other, "", rules);
+    }
+    Some(acc)
+}
+
+fn rule_for(path: &str, rules: &[FieldMerge]) -> Merge {
+    rules
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(Merge::Default, |(_, m)| *m)
+}
+
+fn merge_into(acc: &mut Value, other: &Value, path: &str, rules: &[FieldMerge]) {
+    let rule = rule_for(path, rules);
+    match (rule, &mut *acc, other) {
+        (Merge::Once, _, _) => {}
+        (_, Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match a.get_mut(k) {
+                    Some(existing) => merge_into(existing, v, &child, rules),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (_, slot @ Value::Null, v) => *slot = v.clone(),
+        (Merge::Worst(order), Value::String(a), Value::String(b)) => {
+            let rank = |s: &str| order.iter().position(|o| *o == s).unwrap_or(order.len());
+            if rank(b) < rank(a) {
+                a.clone_from(b);
+            }
+        }
+        (rule, Value::Number(a), Value::Number(b)) => {
+            let (x, y) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+            let sum = |a: &serde_json::Number| match (a.as_u64(), b.as_u64()) {
+                (Some(x), Some(y)) => Some(x.saturating_add(y).into()),
+                _ => serde_json::Number::from_f64(x + y),
+            };
+            let pick = match rule {
+                Merge::Sum => sum(a),
+                Merge::Max => (y > x).then(|| b.clone()),
+                Merge::Min => (y < x).then(|| b.clone()),
+                _ if a.is_u64() && b.is_u64() => sum(a),
+                _ => (y > x).then(|| b.clone()),
+            };
+            if let Some(n) = pick {
+                *a = n;
+            }
+        }
+        (Merge::Default, Value::String(a), Value::String(b))
+            if !a.split('/').any(|part| part == b) =>
+        {
+            a.push('/');
+            a.push_str(b);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn default_rules_sum_counters_and_keep_the_worst_rate() {
+        let a = json!({"allowed": 3, "rate": 0.25, "state": "closed", "l1": {"hits": 1}});
+        let b = json!({"allowed": 4, "rate": 0.5, "state": "open", "l1": {"hits": 2}, "x": 1});
+        let c = json!({"state": "closed"});
+        assert_eq!(
+            merge_stats(&[&a, &b, &c], &[]).unwrap(),
+            json!({"allowed": 7, "rate": 0.5, "state": "closed/open", "l1": {"hits": 3}, "x": 1})
+        );
+        assert_eq!(merge_stats(&[], &[]), None);
+    }
+
+    #[test]
+    fn declared_rules_apply_by_dotted_path() {
+        let a = json!({"zone": {"keys": 5}, "next_ms": 900, "l2": null, "w": {"rate": 1.5}});
+        let b = json!({"zone": {"keys": 5}, "next_ms": 100, "l2": {"hits": 1}, "w": {"rate": 0.5}});
+        let rules = [
+            ("zone", Merge::Once),
+            ("next_ms", Merge::Min),
+            ("w.rate", Merge::Sum),
+        ];
+        assert_eq!(
+            merge_stats(&[&a, &b], &rules).unwrap(),
+            json!({"zone": {"keys": 5}, "next_ms": 100, "l2": {"hits": 1}, "w": {"rate": 2.0}})
+        );
+    }
+}
