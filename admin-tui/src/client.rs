@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+#[cfg(feature = "tls")]
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
@@ -300,8 +301,14 @@ struct Inner {
     base: String,
     token: TokenSource,
     timeouts: Timeouts,
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
 }
+
+/// The connector: HTTP and HTTPS with the `tls` feature, plain HTTP without.
+#[cfg(feature = "tls")]
+type Connector = HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
 
 impl fmt::Debug for AdminClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -371,11 +378,27 @@ impl AdminClient {
         connector.set_connect_timeout(Some(timeouts.connect));
         connector.set_nodelay(true);
         connector.enforce_http(false);
+        #[cfg(feature = "tls")]
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(ca_file)?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
+        #[cfg(not(feature = "tls"))]
+        {
+            if base.starts_with("https://") {
+                return Err(ClientError::InvalidUrl {
+                    url: base,
+                    reason: "this palisade-top was built without the `tls` feature".into(),
+                });
+            }
+            if let Some(path) = ca_file {
+                return Err(ClientError::CaFile {
+                    path: path.display().to_string(),
+                    reason: "this palisade-top was built without the `tls` feature".into(),
+                });
+            }
+        }
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -562,6 +585,7 @@ fn check_status(status: StatusCode, body: &[u8]) -> Result<(), ClientError> {
 }
 
 /// The rustls client configuration (ring provider): roots from `ca_file`, or the web PKI roots.
+#[cfg(feature = "tls")]
 fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;

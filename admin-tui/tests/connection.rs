@@ -499,8 +499,9 @@ async fn the_main_loop_edits_a_limit_end_to_end() {
     let shown = move |text: &str| screen.lock().contains(text);
     let script = tokio::spawn(async move {
         eventually("the workers on screen", || shown("Workers (2/2)")).await;
-        // Limits panel, third field (burst), edit, clear, type 50, Enter, confirm.
-        for ev in [key('4'), key('l'), key('l'), key('e')] {
+        // Limits panel, second column (burst: the panel leads with rate, per, burst, mode and
+        // this server's settings have no `per`), edit, clear, type 50, Enter, confirm.
+        for ev in [key('4'), key('l'), key('e')] {
             keys_tx.send(Ok(ev)).unwrap();
         }
         keys_tx

@@ -162,6 +162,7 @@ pub async fn spawn(
     let listen = listener_config(config);
     let listener = palisade::serve::bind(&listen)?;
     let addr = listener.local_addr()?;
+    #[cfg(feature = "tls")]
     let tls = match &config.admin.tls {
         Some(settings) => {
             // The admin endpoint outlives rolling restarts: SIGHUP reloads its files in place.
@@ -173,6 +174,9 @@ pub async fn spawn(
         }
         None => None,
     };
+    // Without the `tls` feature an `[admin.tls]` table never passes validation.
+    #[cfg(not(feature = "tls"))]
+    let tls: Option<Arc<dyn palisade::serve::Handshake>> = None;
     let scheme = if tls.is_some() { "https" } else { "http" };
     std::thread::Builder::new()
         .name("palisade-admin".into())

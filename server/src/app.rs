@@ -124,6 +124,7 @@ impl App {
         // A worker takes only its share of the connections (see `crate::balance`).
         let listener = crate::balance::Acceptor::new(listener, load)?;
         // `[server.tls]`: every connection is a TLS handshake first; SIGHUP reloads the files.
+        #[cfg(feature = "tls")]
         let tls = match &self.state.config.server.tls {
             Some(settings) => {
                 let acceptor =
@@ -135,6 +136,9 @@ impl App {
             }
             None => None,
         };
+        // Without the `tls` feature a `[server.tls]` table never passes validation.
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<Arc<dyn palisade::serve::Handshake>> = None;
         match self.service {
             AppService::Around(service) => {
                 let serve = self

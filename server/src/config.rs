@@ -527,10 +527,17 @@ impl Config {
         // exit 64, and a SIGHUP reload with the old workers kept.
         let tls = [("server.tls", &s.tls), ("admin.tls", &self.admin.tls)];
         for (key, tls) in tls {
+            #[cfg(feature = "tls")]
             if let Some(settings) = tls
                 && let Err(e) = crate::tls::server_config(settings, Vec::new())
             {
                 problems.push(format!("{key}: {e}"));
+            }
+            #[cfg(not(feature = "tls"))]
+            if tls.is_some() {
+                problems.push(format!(
+                    "{key}: this palisade was built without the `tls` feature"
+                ));
             }
         }
         if problems.is_empty() {
@@ -865,6 +872,8 @@ const OPTIONAL_KEYS: &[&str] = &[
 const NON_KEY_ENV: &[&str] = &[
     "PALISADE_CONFIG",
     "PALISADE_REQUIRE_REDIS",
+    "PALISADE_REQUIRE_POSTGRES",
+    "PALISADE_REQUIRE_SCHEMATHESIS",
     "PALISADE_BIN",
     "PALISADE_REDIS_SERVER",
     "PALISADE_WORKER",

@@ -29,5 +29,6 @@ pub mod fd;
 pub mod log_limit;
 pub mod settings;
 pub mod supervisor;
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod worker;

@@ -125,7 +125,11 @@ pub enum ConfigError {
 pub struct AdminConfig {
     pub(crate) tokens: Vec<Token>,
     pub(crate) backend: Arc<dyn AdminBackend>,
-    /// No backend was given: a [`Stack`](crate::Stack) may plug in one that knows its traffic.
+    /// No backend was given: a `Stack` may plug in one that knows its traffic.
+    #[cfg_attr(
+        not(feature = "stack"),
+        allow(dead_code, reason = "read by the stack only")
+    )]
     pub(crate) default_backend: bool,
     pub(crate) stream_interval: Duration,
     pub(crate) keep_alive: Duration,
