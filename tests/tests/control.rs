@@ -203,15 +203,25 @@ async fn worker_operations_report_their_real_outcome() {
         .unwrap();
     assert_eq!(res.status, 202, "{}", res.text());
     assert_eq!(res.json()["after"]["workers"], 3, "{}", res.text());
-    let res = client
-        .request(
-            Method::POST,
-            &server.admin_url("/admin/v1/workers/restart"),
-            &[(&k, &v)],
-            "",
-        )
-        .await
-        .unwrap();
+    // One lifecycle operation at a time: the restart is refused (409, naming the scale) until
+    // the third worker is ready, then accepted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let res = loop {
+        let res = client
+            .request(
+                Method::POST,
+                &server.admin_url("/admin/v1/workers/restart"),
+                &[(&k, &v)],
+                "",
+            )
+            .await
+            .unwrap();
+        if res.status != 409 || Instant::now() > deadline {
+            break res;
+        }
+        assert!(res.text().contains("scale to 3 workers"), "{}", res.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(res.status, 202, "{}", res.text());
     assert!(
         res.json()["after"]["replacing"].as_u64().unwrap() >= 2,

@@ -413,6 +413,7 @@ pub fn local_addr(listener: &std::net::TcpListener) -> Option<SocketAddr> {
 
 /// Descriptors kept free for everything that is not a client connection: the listener, Redis,
 /// the admin endpoint, the control channel, log files.
+#[cfg(unix)]
 const FD_RESERVE: u64 = 256;
 
 /// Raises the soft open-file limit to the hard limit, as nginx's `worker_rlimit_nofile` and Go's
@@ -429,9 +430,9 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// The connection cap actually enforced: `max_connections`, lowered to what the open-file limit
-/// can hold (minus [`FD_RESERVE`]) so that a flood of connections waits in the backlog instead of
-/// failing `accept` with `EMFILE` and starving Redis and admin sockets.
+/// The connection cap actually enforced: `max_connections` (on unix lowered to what the
+/// open-file limit can hold, so that a flood of connections waits in the backlog instead of
+/// failing `accept` with `EMFILE` and starving Redis and admin sockets).
 #[cfg(not(unix))]
 fn connection_slots(max_connections: usize) -> usize {
     max_connections
