@@ -148,10 +148,15 @@ pub mod circuit_breaker;
 #[cfg(feature = "concurrency-limit")]
 pub mod concurrency;
 pub mod control;
+pub mod duration;
 pub mod health;
 #[cfg(feature = "observe")]
 pub mod observe;
-#[cfg(any(feature = "timeout", feature = "concurrency-limit"))]
+#[cfg(any(
+    feature = "rate-limit",
+    feature = "timeout",
+    feature = "concurrency-limit"
+))]
 mod path_pattern;
 pub mod problem;
 #[cfg(feature = "rate-limit")]

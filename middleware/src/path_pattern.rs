@@ -1,5 +1,5 @@
-//! Path patterns for exemptions (`/health/*`, `/metrics`), shared by the timeout and
-//! concurrency-limit layers.
+//! Path patterns (`/health/*`, `/metrics`, `*`) for policies and exemptions, shared by the
+//! rate-limit, timeout and concurrency-limit layers.
 
 use std::fmt;
 
@@ -39,6 +39,10 @@ impl PathPattern {
     }
 
     /// Parses every pattern; the errors name the offending pattern.
+    #[cfg_attr(
+        not(any(feature = "timeout", feature = "concurrency-limit")),
+        allow(dead_code, reason = "used by the timeout and concurrency-limit layers")
+    )]
     pub(crate) fn parse_all(patterns: &[String]) -> Result<Vec<Self>, (String, String)> {
         patterns
             .iter()
@@ -48,6 +52,10 @@ impl PathPattern {
 
     /// Whether any pattern matches `path`.
     #[inline]
+    #[cfg_attr(
+        not(any(feature = "timeout", feature = "concurrency-limit")),
+        allow(dead_code, reason = "used by the timeout and concurrency-limit layers")
+    )]
     pub(crate) fn any_matches(patterns: &[Self], path: &str) -> bool {
         patterns.iter().any(|p| p.matches(path))
     }

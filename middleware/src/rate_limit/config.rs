@@ -108,7 +108,7 @@ pub struct Limits {
     /// Cells replenished per `per` (1 ..= 1 000 000 000).
     pub rate: u32,
     /// The replenishment period (1 ms ..= 366 days).
-    #[serde(with = "super::duration")]
+    #[serde(with = "crate::duration")]
     pub per: Duration,
     /// Cells that may be taken at once (1 ..= 10 000 000).
     pub burst: u32,
@@ -144,7 +144,7 @@ impl Limits {
                 "per",
                 format!(
                     "must be between 1ms and 366d (got {})",
-                    super::duration::format(self.per)
+                    crate::duration::format(self.per)
                 ),
             ));
         }
@@ -164,7 +164,7 @@ impl Limits {
                     format!(
                         "{} per {} is more than 10000000 per second",
                         self.rate,
-                        super::duration::format(self.per)
+                        crate::duration::format(self.per)
                     ),
                 ));
             } else if emission.saturating_mul(self.burst) > MAX_SPAN {
@@ -173,7 +173,7 @@ impl Limits {
                     format!(
                         "refilling a burst of {} takes {}, more than 366d",
                         self.burst,
-                        super::duration::format(emission.saturating_mul(self.burst))
+                        crate::duration::format(emission.saturating_mul(self.burst))
                     ),
                 ));
             }
@@ -191,51 +191,7 @@ impl Limits {
     }
 }
 
-/// A request path pattern: `*` (everything), `/exact`, or `/prefix/*` (the prefix itself and
-/// everything below it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PathPattern {
-    Any,
-    Exact(String),
-    Prefix(String),
-}
-
-impl PathPattern {
-    pub(crate) fn parse(s: &str) -> Result<Self, String> {
-        if s == "*" {
-            return Ok(Self::Any);
-        }
-        if !s.starts_with('/') {
-            return Err("must start with `/` or be `*`".into());
-        }
-        match s.strip_suffix("/*") {
-            Some(prefix) if !prefix.contains('*') => Ok(Self::Prefix(prefix.to_owned())),
-            None if !s.contains('*') => Ok(Self::Exact(s.to_owned())),
-            _ => Err("`*` is only allowed as a final `/*` segment".into()),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn matches(&self, path: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Exact(p) => path == p,
-            Self::Prefix(p) => path
-                .strip_prefix(p.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
-        }
-    }
-}
-
-impl fmt::Display for PathPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Any => f.write_str("*"),
-            Self::Exact(p) => f.write_str(p),
-            Self::Prefix(p) => write!(f, "{p}/*"),
-        }
-    }
-}
+pub(crate) use crate::path_pattern::PathPattern;
 
 /// Where a policy keeps its state.
 #[derive(Clone)]

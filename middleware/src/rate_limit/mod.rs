@@ -114,7 +114,6 @@
 //! numbers for the admin API.
 
 mod config;
-mod duration;
 mod future;
 mod gcra;
 mod handle;
@@ -137,6 +136,7 @@ pub use self::config::{
 pub use self::future::ResponseFuture;
 pub use self::gcra::{Decision, Gcra};
 pub use self::handle::{PolicyHandle, PolicyStats, RateLimitHandle};
+#[cfg(feature = "stack")]
 pub(crate) use self::key::peer_ip;
 pub use self::key::{
     ClientIpConfig, ForwardedHeader, KeyFn, KeySource, KeyValue, PeerAddr, RequestInfo,

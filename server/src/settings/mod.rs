@@ -3,5 +3,4 @@
 //! layer configs (`palisade::rate_limit::RateLimitConfig`, `palisade::cache::CacheConfig`, ...).
 
 pub mod cache;
-pub(crate) mod duration;
 pub mod rate_limit;

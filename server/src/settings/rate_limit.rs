@@ -113,7 +113,7 @@ pub struct RedisSettings {
     /// `redis://host:port/db`.
     pub url: String,
     /// Per-call timeout (default 50 ms); a slower answer counts as a failure.
-    #[serde(default = "default_timeout", with = "crate::settings::duration")]
+    #[serde(default = "default_timeout", with = "palisade::duration")]
     pub timeout: Duration,
     /// Key prefix (default `palisade:rl:`); keys are `<prefix><policy>:<key>`.
     #[serde(default = "default_prefix")]
@@ -159,7 +159,7 @@ pub struct PolicySettings {
     /// Replenishment period (default `1s`); `per_secs` is an alias taking seconds.
     #[serde(
         default = "default_per",
-        with = "crate::settings::duration",
+        with = "palisade::duration",
         alias = "per_secs"
     )]
     pub per: Duration,

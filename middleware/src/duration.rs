@@ -1,5 +1,21 @@
-//! Durations in settings: `"100ms"`, `"1s"`, `"1.5s"`, `"1m"`, `"1h"`, `"1d"`, or a number of
-//! seconds.
+//! The one human form of a duration in configuration files: `"100ms"`, `"1s"`, `"1.5s"`,
+//! `"1m"`, `"1h"`, `"1d"`, or a number of seconds. In Rust, durations are
+//! [`std::time::Duration`]; a file schema uses this module with serde's `with`:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Settings {
+//!     #[serde(with = "palisade::duration")]
+//!     per: Duration,
+//! }
+//!
+//! let s: Settings = serde_json::from_str(r#"{"per": "1.5s"}"#).unwrap();
+//! assert_eq!(s.per, Duration::from_millis(1500));
+//! assert_eq!(palisade::duration::format(s.per), "1500ms");
+//! assert_eq!(palisade::duration::parse("2m"), Ok(Duration::from_secs(120)));
+//! ```
 
 use std::fmt;
 use std::time::Duration;
@@ -18,7 +34,11 @@ const UNITS: [(&str, u64); 7] = [
 ];
 
 /// Parses `"<number><unit>"` with unit `ns`, `us`, `ms`, `s`, `m`, `h` or `d` (decimals allowed).
-pub(crate) fn parse(s: &str) -> Result<Duration, String> {
+///
+/// # Errors
+///
+/// A missing or unknown unit, or a number that is not one.
+pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -50,7 +70,7 @@ fn from_number(num: &str, scale: u64) -> Option<Duration> {
 }
 
 /// Formats with the largest unit that represents the value exactly (`1s`, `250ms`, `90s`).
-pub(crate) fn format(d: Duration) -> String {
+pub fn format(d: Duration) -> String {
     let nanos = d.as_nanos();
     if nanos == 0 {
         return "0s".into();
@@ -64,11 +84,17 @@ pub(crate) fn format(d: Duration) -> String {
     format!("{nanos}ns")
 }
 
-pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes as [`format`] does (serde `with`).
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*d))
 }
 
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Deserializes a string [`parse`] accepts, or a number of seconds (serde `with`).
+///
+/// # Errors
+///
+/// A string without a known unit or a negative or non-finite number.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct V;
     impl Visitor<'_> for V {
         type Value = Duration;
