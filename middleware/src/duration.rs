@@ -84,7 +84,7 @@ pub fn format(d: Duration) -> String {
     format!("{nanos}ns")
 }
 
-/// Serializes as [`format`] does (serde `with`).
+/// Serializes as [`format()`] does (serde `with`).
 pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*d))
 }

@@ -217,7 +217,7 @@ impl TlsAcceptor {
     }
 }
 
-/// The TLS handshake of [`palisade::serve`] (`Serve::handshake`): the listener's timeout and
+/// The TLS handshake of [`palisade::serve()`] (`Serve::handshake`): the listener's timeout and
 /// the drain around it are the accept loop's; each handshake uses the certificate current
 /// when it starts.
 impl palisade::serve::Handshake for TlsAcceptor {
