@@ -41,6 +41,10 @@ impl Gcra {
     }
 
     /// Parameters from an emission interval and a burst (as stored in a shared-memory zone).
+    #[cfg_attr(
+        not(any(unix, feature = "redis")),
+        allow(dead_code, reason = "used by the shared-memory and Redis stores")
+    )]
     pub(crate) fn from_raw(emission_ns: u64, burst: u32) -> Self {
         let emission_ns = emission_ns.max(1);
         let burst = burst.max(1);
