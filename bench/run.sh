@@ -400,7 +400,7 @@ if [[ "$CALLGRIND" == 1 ]]; then
       # flush. Under callgrind the requests take ~50x longer, so it would be counted ~50x too
       # often per request; it is reported apart and left out of the per-request count.
       timed="$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
-        awk '/StatsRecorder::flush \[/{gsub(",", "", $1); print $1; exit}')"
+        awk '/StatsRecorder::flush \[/ && !n++ {gsub(",", "", $1); print $1}')"
       printf '{"target":"%s","path":"%s","requests":%s,"instructions":%s,"once_a_second":%s}\n' \
         "$t" "$p" "$CALLGRIND_REQUESTS" "${ir:-0}" "${timed:-0}" >>"$CG"
       log "callgrind $t $p: $(((${ir:-0} - ${timed:-0}) / CALLGRIND_REQUESTS)) instructions/request"
