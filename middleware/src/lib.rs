@@ -119,6 +119,7 @@
 //! | `circuit-breaker` | circuit breaking for inbound routes and outbound clients     |
 //! | `cache`           | moka L1 + optional Redis L2 cache, HTTP response cache layer |
 //! | `redis`           | Redis L2, distributed limits, invalidation backplane         |
+//! | `redis-tls`       | `rediss://` (rustls, ring; not in `full`: ring compiles C)   |
 //! | `shutdown`        | graceful drain coordinator                                   |
 //! | `observe`         | request ids, trace context, spans, metrics, live histograms  |
 //! | `timeout`         | the request timeout layer (504 / 408)                        |
@@ -127,7 +128,7 @@
 //! | `serve`           | the drain-aware accept loop (`palisade::serve`)              |
 //! | `stack`           | `palisade::Stack` (needs every layer, `admin` and `serve`)   |
 //!
-//! All are on by default; Redis is only *used* when configured.
+//! All but `redis-tls` are on by default (and in `full`); Redis is only *used* when configured.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
@@ -159,6 +160,8 @@ pub mod observe;
 ))]
 mod path_pattern;
 pub mod problem;
+#[cfg(any(feature = "redis", feature = "cache"))]
+pub mod redis;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 #[cfg(feature = "serve")]
