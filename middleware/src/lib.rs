@@ -160,10 +160,10 @@ pub mod observe;
 ))]
 mod path_pattern;
 pub mod problem;
-#[cfg(any(feature = "redis", feature = "cache"))]
-pub mod redis;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
+#[cfg(any(feature = "redis", feature = "cache"))]
+pub mod redis;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub mod serve;

@@ -40,9 +40,9 @@
 //! # fn main() {}
 //! ```
 
-use std::path::PathBuf;
 #[cfg(feature = "redis-tls")]
 use std::path::Path;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +118,9 @@ pub enum ConnectError {
         url: String,
     },
     /// `cert_file` without `key_file`, or the reverse.
-    #[error("cert_file and key_file go together: a client certificate needs its key ({missing} is missing)")]
+    #[error(
+        "cert_file and key_file go together: a client certificate needs its key ({missing} is missing)"
+    )]
     HalfClientCert {
         /// The missing option.
         missing: &'static str,
@@ -239,7 +241,11 @@ fn tls_client(url: &str, tls: &RedisTls) -> Result<::redis::Client, ConnectError
     };
     let client_tls = match (&tls.cert_file, &tls.key_file) {
         (None, None) => None,
-        (Some(_), None) => return Err(ConnectError::HalfClientCert { missing: "key_file" }),
+        (Some(_), None) => {
+            return Err(ConnectError::HalfClientCert {
+                missing: "key_file",
+            });
+        }
         (None, Some(_)) => {
             return Err(ConnectError::HalfClientCert {
                 missing: "cert_file",
@@ -281,7 +287,10 @@ fn read(option: &'static str, path: &Path) -> Result<Vec<u8>, ConnectError> {
 #[cfg(feature = "redis-tls")]
 fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
-        #[allow(deprecated, reason = "the ring provider: aws-lc-rs stays out of the build")]
+        #[allow(
+            deprecated,
+            reason = "the ring provider: aws-lc-rs stays out of the build"
+        )]
         let provider = rustls::crypto::ring::default_provider();
         let _ = provider.install_default();
     }
@@ -382,14 +391,26 @@ mod tests {
         let missing = RedisTls::default().ca_file(dir.join("absent.pem"));
         let err = client(url, &missing).unwrap_err();
         assert!(
-            matches!(&err, ConnectError::Read { option: "ca_file", .. }),
+            matches!(
+                &err,
+                ConnectError::Read {
+                    option: "ca_file",
+                    ..
+                }
+            ),
             "{err}"
         );
         let junk = dir.join("junk.pem");
         std::fs::write(&junk, "not a certificate").unwrap();
         let err = client(url, &RedisTls::default().ca_file(&junk)).unwrap_err();
         assert!(
-            matches!(&err, ConnectError::Pem { option: "ca_file", .. }),
+            matches!(
+                &err,
+                ConnectError::Pem {
+                    option: "ca_file",
+                    ..
+                }
+            ),
             "{err}"
         );
         let half = RedisTls {
@@ -398,7 +419,9 @@ mod tests {
         };
         assert_eq!(
             client(url, &half).unwrap_err(),
-            ConnectError::HalfClientCert { missing: "key_file" }
+            ConnectError::HalfClientCert {
+                missing: "key_file"
+            }
         );
         // The provider is installed once and a second call keeps it.
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());

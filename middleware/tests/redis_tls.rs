@@ -183,9 +183,11 @@ async fn the_l2_cache_and_the_backplane_work_over_tls() {
     let a = cache(&server, trusted(&server, true), "tls-a");
     let b = cache(&server, trusted(&server, true), "tls-b");
     for c in [&a, &b] {
-        eventually(Duration::from_secs(5), "backplane connected over TLS", || async {
-            c.stats().l2.unwrap().backplane.connected
-        })
+        eventually(
+            Duration::from_secs(5),
+            "backplane connected over TLS",
+            || async { c.stats().l2.unwrap().backplane.connected },
+        )
         .await;
     }
     // A loads and writes L2; B finds it there (its own loader would fail).

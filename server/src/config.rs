@@ -516,8 +516,7 @@ impl Config {
         let redis_problems = self.redis.problems(self.redis_in_use());
         let repeat = |e: &dyn fmt::Display| {
             let text = e.to_string();
-            !redis_problems.is_empty()
-                && (text.contains("redis") || text.contains("Redis"))
+            !redis_problems.is_empty() && (text.contains("redis") || text.contains("Redis"))
         };
         problems.extend(redis_problems.iter().cloned());
         if let Err(e) = limits.config(&self.rate_limit_context(BuildContext::new())) {
@@ -588,7 +587,11 @@ impl Config {
             (None, Some(url)) => urls.push(("redis.url", url.as_str())),
             (None, None) => {}
         }
-        let own = self.rate_limit.redis.as_ref().and_then(|r| r.url.as_deref());
+        let own = self
+            .rate_limit
+            .redis
+            .as_ref()
+            .and_then(|r| r.url.as_deref());
         if let Some(url) = self.rate_limit.redis_url(self.redis.url.as_deref()) {
             let key = if own.is_some() {
                 "rate_limit.redis.url"

@@ -109,7 +109,11 @@ fn with_redis(mut config: CacheConfig, url: Option<&str>, tls: &RedisTls) -> Cac
 impl CacheSettings {
     /// The user cache's configuration, with `redis_url` (and `redis_tls`) applied.
     pub fn users_config(&self) -> CacheConfig {
-        with_redis(self.users.clone(), self.redis_url.as_deref(), &self.redis_tls)
+        with_redis(
+            self.users.clone(),
+            self.redis_url.as_deref(),
+            &self.redis_tls,
+        )
     }
 
     /// The `/names` cache's configuration, with `redis_url` applied to its store.

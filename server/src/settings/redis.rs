@@ -47,7 +47,10 @@ impl RedisSection {
     /// One problem message per mistake for the Redis URLs in use, each `(key, url)`: files
     /// that cannot be read or hold no PEM, TLS options with a `redis://` URL or with no URL at
     /// all, `rediss://` in a build without TLS. Empty when all is well.
-    pub fn problems<'a>(&self, in_use: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    pub fn problems<'a>(
+        &self,
+        in_use: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<String> {
         let tls = self.tls();
         let mut problems: Vec<String> = Vec::new();
         let mut checked: Vec<&str> = Vec::new();
@@ -102,7 +105,11 @@ mod tests {
         let p = section.problems([("cache.redis_url", "redis://127.0.0.1:6379/")]);
         assert!(p[0].contains("cache.redis_url"), "{p:?}");
         assert!(p[0].contains("not a rediss:// URL"), "{p:?}");
-        assert!(RedisSection::default().problems([("redis.url", "redis://127.0.0.1:1/")]).is_empty());
+        assert!(
+            RedisSection::default()
+                .problems([("redis.url", "redis://127.0.0.1:1/")])
+                .is_empty()
+        );
     }
 
     #[cfg(feature = "tls")]
@@ -116,6 +123,9 @@ mod tests {
         let url = "rediss://127.0.0.1:6380/";
         let p = section.problems([("redis.url", url), ("cache.redis_url", url)]);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("redis.ca_file \"/nonexistent/ca.pem\": cannot read"), "{p:?}");
+        assert!(
+            p[0].starts_with("redis.ca_file \"/nonexistent/ca.pem\": cannot read"),
+            "{p:?}"
+        );
     }
 }

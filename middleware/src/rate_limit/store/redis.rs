@@ -19,11 +19,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{Check, LocalStore, Store, StoreStats};
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, State};
-use crate::redis::{ConnectError, RedisTls};
 use crate::rate_limit::config::FailureMode;
 use crate::rate_limit::gcra::{Decision, Gcra};
 use crate::rate_limit::key::KeyValue;
 use crate::rate_limit::metrics::{FALLBACKS, STORE_ERRORS, StoreMetrics, describe};
+use crate::redis::{ConnectError, RedisTls};
 
 /// KEYS[1] = bucket; ARGV = emission interval (µs), burst (cells), cost (negative = refund).
 /// Returns `{allowed, debt µs after the decision, wait µs}`.
