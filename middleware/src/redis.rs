@@ -414,7 +414,7 @@ mod tests {
             "{err}"
         );
         let half = RedisTls {
-            cert_file: Some(junk.clone()),
+            cert_file: Some(junk),
             ..RedisTls::default()
         };
         assert_eq!(

@@ -519,15 +519,15 @@ impl Config {
             !redis_problems.is_empty() && (text.contains("redis") || text.contains("Redis"))
         };
         problems.extend(redis_problems.iter().cloned());
-        if let Err(e) = limits.config(&self.rate_limit_context(BuildContext::new())) {
-            if !repeat(&e) {
-                problems.push(format!("rate_limit: {e}"));
-            }
+        if let Err(e) = limits.config(&self.rate_limit_context(BuildContext::new()))
+            && !repeat(&e)
+        {
+            problems.push(format!("rate_limit: {e}"));
         }
-        if let Err(e) = self.cache_settings().validate() {
-            if !repeat(&e) {
-                problems.push(format!("cache: {e}"));
-            }
+        if let Err(e) = self.cache_settings().validate()
+            && !repeat(&e)
+        {
+            problems.push(format!("cache: {e}"));
         }
         if let Err(e) = CircuitBreakerConfig::from_settings("flaky", self.breaker.clone()) {
             problems.push(format!("breaker: {e}"));
