@@ -36,6 +36,11 @@ ca_file = {ca:?}
 [rate_limit]
 exempt_paths = ["/health/*", "/metrics"]
 
+# No url: the [redis] one. A generous timeout, so a loaded machine's slow TLS handshake is not
+# taken for Redis being down (which the local fallback would answer).
+[rate_limit.redis]
+timeout = "2s"
+
 [[rate_limit.policy]]
 name = "tls"
 rate = 1
@@ -200,7 +205,7 @@ async fn a_wrong_ca_degrades_the_server_visibly() {
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         log.lines()
-            .any(|l| l.contains("WARN") && l.contains("redis") && l.contains("certificate")),
+            .any(|l| l.contains("WARN") && l.contains("certificate")),
         "a warning names the TLS failure: {log}"
     );
     let _ = std::fs::remove_dir_all(dir);
