@@ -151,7 +151,11 @@ def describe(key):
 
 # Keys with no default: not printed, settable in the file or with --set. (key, example, description)
 OPTIONAL = [
-    ("cache.redis_url", "redis://127.0.0.1:6379/", "Redis for the L2 and the invalidation backplane of both caches; unset runs L1 only."),
+    ("cache.redis_url", "redis://127.0.0.1:6379/", "Redis for the L2 and the invalidation backplane of both caches; unset: `redis.url`, and without it L1 only."),
+    ("redis.url", "rediss://redis.internal:6380/0", "The shared Redis: the caches' L2 and backplane (unless `cache.redis_url`), `store = \"redis\"` policies (unless `rate_limit.redis.url`) and the optional `redis` readiness check. `redis://host:port/db`, `redis+unix:///path`, or `rediss://` for TLS (rustls; a build without the `tls` feature refuses it)."),
+    ("redis.ca_file", "/etc/palisade/redis-ca.pem", "CA certificates (PEM) to trust for `rediss://` instead of the system's roots, e.g. a private CA. Like `cert_file` and `key_file`, it applies to every Redis connection, so every Redis URL in use must then be `rediss://`; the file is read (and checked) at start and on `SIGHUP`."),
+    ("redis.cert_file", "/etc/palisade/redis-client.pem", "Client certificate (PEM) for mutual TLS with Redis (`tls-auth-clients yes`); needs `redis.key_file`."),
+    ("redis.key_file", "/etc/palisade/redis-client.key", "The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); needs `redis.cert_file`."),
     ("cache.names.default_ttl_ms", "60000", "Freshness given to storable responses that state none; unset: such responses are not stored."),
     ("cache.names.store.l1_ttl_ms", "1000", CACHE_FIELDS["l1_ttl_ms"]),
     ("cache.names.store.negative_ttl_ms", "1000", CACHE_FIELDS["negative_ttl_ms"]),
@@ -160,7 +164,7 @@ OPTIONAL = [
     ("breaker.slow_call_duration_ms", "500", "Calls lasting at least this long are slow; unset turns slow-call tracking off."),
     ("breaker.max_wait_in_half_open_ms", "10000", "Re-open when the probes have not all completed after this long; unset waits for them."),
     ("breaker.call_timeout_ms", "2000", "Time limit per call through the breaker; an expired call answers `504` and counts as a failure. Unset: no limit."),
-    ("rate_limit.redis.url", "redis://127.0.0.1:6379/", "Redis for `store = \"redis\"` policies (also `timeout`, default `50ms`, and `prefix`, default `palisade:rl:`)."),
+    ("rate_limit.redis.url", "redis://127.0.0.1:6379/", "Redis for `store = \"redis\"` policies; unset: `redis.url` (the `[rate_limit.redis]` table also takes `timeout`, default `50ms`, and `prefix`, default `palisade:rl:`)."),
 ]
 
 printed_keys = {k for (k, *_rest) in keys}
@@ -181,10 +185,11 @@ SECTION_TITLES = {
     "log": ("`[log]`: logging", ""),
     "rate_limit": ("`[rate_limit]`: rate limiting", "Semantics, headers and metrics: [layers.md](layers.md#rate-limit)."),
     "cache": ("`[cache]`: caches", "`[cache.users]` configures the two-level cache behind `GET /api/v1/users/{id}`; `[cache.names]` the response cache on `GET /names`, whose `[cache.names.store]` is its two-level cache. Semantics: [layers.md](layers.md#two-level-cache)."),
+    "redis": ("`[redis]`: the shared Redis and TLS", "One Redis for every Redis user of the server, and the TLS options of `rediss://` connections. Every key is unset by default (no Redis). A `rediss://` URL with a private CA and mutual TLS:\n\n```toml\n[redis]\nurl = \"rediss://redis.internal:6380/0\"\nca_file = \"/etc/palisade/redis-ca.pem\"\ncert_file = \"/etc/palisade/redis-client.pem\"   # only if Redis asks for client certificates\nkey_file = \"/etc/palisade/redis-client.key\"\n```\n\nA missing or unreadable file, a file without PEM certificates or key, `cert_file` without `key_file`, or TLS options next to a `redis://` URL is a configuration error (exit 64). A Redis that refuses the handshake (wrong CA, expired certificate) is Redis being down: the caches serve from L1 and the database, `store = \"redis\"` policies follow their `failure_mode`, `/health/ready` shows the `redis` check failing with the TLS error, and a warning is logged at most every 10 s per user."),
     "breaker": ("`[breaker]`: circuit breaker on `/flaky`", "The breaker in front of the `/flaky` demo upstream (name `flaky` in the admin API). Semantics: [layers.md](layers.md#circuit-breaker)."),
     "demo": ("`[demo]`: demo routes", ""),
 }
-ORDER = ["server", "workers", "shutdown", "admin", "log", "rate_limit", "cache", "breaker", "demo"]
+ORDER = ["server", "workers", "shutdown", "admin", "log", "rate_limit", "cache", "redis", "breaker", "demo"]
 tops = []
 for (k, sec, *_r) in keys:
     top = sec.split(".")[0]
@@ -336,7 +341,7 @@ for top in ordered:
         w("| `paths` | every path | patterns `/exact`, `/prefix/*`, `*` |")
         w("| `methods` | every method | e.g. `[\"POST\", \"PUT\"]` |")
         w("| `mode` | `\"enforce\"` | `\"enforce\"`, `\"shadow\"` (count, never reject) or `\"off\"` |")
-        w("| `store` | `\"local\"` | `\"local\"` (this process), `\"shm\"` (shared by all workers), `\"redis\"` (shared by all servers; needs `rate_limit.redis.url`) |")
+        w("| `store` | `\"local\"` | `\"local\"` (this process), `\"shm\"` (shared by all workers), `\"redis\"` (shared by all servers; needs `rate_limit.redis.url` or `redis.url`) |")
         w("| `max_keys` | `100000` | size of the local store, or of the local fallback of a Redis policy |")
         w("| `failure_mode` | `\"local_fallback\"` | Redis only, while Redis is unavailable: `\"local_fallback\"`, `\"fail_open\"` or `\"fail_closed\"` |")
         w("")
@@ -357,10 +362,11 @@ if OPTIONAL:
     for (k, ex, desc) in OPTIONAL:
         w(f"| `{k}` | `{ex}` | {desc} |")
     w("")
-w("The `[cache.users]` and `[cache.names.store]` tables also take a `redis` table (`url`,")
+w("The `[cache.users]` and `[cache.names.store]` tables also take a `redis` table (`url`, `tls`,")
 w("`key_prefix`, `timeout_ms`, `connect_timeout_ms`, `max_entry_bytes`, `backplane`,")
 w("`background_writes`, `breaker_failures`, `breaker_open_ms`; see")
-w("[layers.md](layers.md#two-level-cache)); `cache.redis_url` fills in its URL for both.")
+w("[layers.md](layers.md#two-level-cache)); `cache.redis_url` (or `redis.url`) fills in its URL")
+w("for both, and the `[redis]` TLS options, when set, their `tls`.")
 w("")
 w("## Runtime changes")
 w("")

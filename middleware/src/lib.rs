@@ -119,6 +119,7 @@
 //! | `circuit-breaker` | circuit breaking for inbound routes and outbound clients     |
 //! | `cache`           | moka L1 + optional Redis L2 cache, HTTP response cache layer |
 //! | `redis`           | Redis L2, distributed limits, invalidation backplane         |
+//! | `redis-tls`       | `rediss://` (rustls, ring; not in `full`: ring compiles C)   |
 //! | `shutdown`        | graceful drain coordinator                                   |
 //! | `observe`         | request ids, trace context, spans, metrics, live histograms  |
 //! | `timeout`         | the request timeout layer (504 / 408)                        |
@@ -127,7 +128,7 @@
 //! | `serve`           | the drain-aware accept loop (`palisade::serve`)              |
 //! | `stack`           | `palisade::Stack` (needs every layer, `admin` and `serve`)   |
 //!
-//! All are on by default; Redis is only *used* when configured.
+//! All but `redis-tls` are on by default (and in `full`); Redis is only *used* when configured.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
@@ -161,6 +162,8 @@ mod path_pattern;
 pub mod problem;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
+#[cfg(any(feature = "redis", feature = "cache"))]
+pub mod redis;
 #[cfg(feature = "serve")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
 pub mod serve;

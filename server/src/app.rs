@@ -185,7 +185,7 @@ pub fn build(
 ) -> Result<App, BuildError> {
     let rate_limit = config
         .rate_limit
-        .config(ctx)
+        .config(&config.rate_limit_context(ctx.clone()))
         .map_err(|e| err("rate_limit")(&e))?;
     let stack = Stack::new()
         .drain(
@@ -206,14 +206,15 @@ pub fn build(
         .cloned()
         .ok_or_else(|| BuildError("observe: not in the stack".to_owned()))?;
 
-    config.cache.validate().map_err(|e| err("cache")(&e))?;
+    let cache = config.cache_settings();
+    cache.validate().map_err(|e| err("cache")(&e))?;
     let users_cache =
-        TwoLevelCache::new(config.cache.users_config()).map_err(|e| err("cache.users")(&e))?;
+        TwoLevelCache::new(cache.users_config()).map_err(|e| err("cache.users")(&e))?;
     registry
         .add(&users_cache.handle())
         .map_err(|e| err("cache.users")(&e))?;
     let (names_cache, names) =
-        ResponseCacheLayer::new(config.cache.names_config()).map_err(|e| err("cache.names")(&e))?;
+        ResponseCacheLayer::new(cache.names_config()).map_err(|e| err("cache.names")(&e))?;
     registry.add(&names).map_err(|e| err("cache.names")(&e))?;
 
     let breaker = CircuitBreakerConfig::from_settings("flaky", config.breaker.clone())

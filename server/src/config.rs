@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::settings::cache::CacheSettings;
 use crate::settings::rate_limit::{BuildContext, RateLimitSettings, StoreSetting};
+use crate::settings::redis::RedisSection;
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerSettings};
 use palisade::concurrency::{Algorithm, ConcurrencyLimitConfig, ConcurrencySettings};
 use palisade::timeout::{TimeoutConfig, TimeoutSettings};
@@ -40,6 +41,8 @@ pub struct Config {
     pub rate_limit: RateLimitSettings,
     /// The user cache (`[cache.users]`) and the `/names` response cache (`[cache.names]`).
     pub cache: CacheSettings,
+    /// The shared Redis and its TLS options (`[redis]`).
+    pub redis: RedisSection,
     /// The circuit breaker around the `/flaky` demo upstream.
     pub breaker: CircuitBreakerSettings,
     /// The users database (`[database]`).
@@ -61,6 +64,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             rate_limit: default_rate_limit(),
             cache: CacheSettings::default(),
+            redis: RedisSection::default(),
             breaker: CircuitBreakerSettings::default(),
             database: crate::db::DatabaseConfig::default(),
             timeout: TimeoutSection::default(),
@@ -507,10 +511,22 @@ impl Config {
                 policy.store = StoreSetting::Local;
             }
         }
-        if let Err(e) = limits.config(&BuildContext::new()) {
+        // Redis URLs and TLS files first, with their own keys; the layers below would report
+        // the same mistakes again in their words, so those repeats are left out.
+        let redis_problems = self.redis.problems(self.redis_in_use());
+        let repeat = |e: &dyn fmt::Display| {
+            let text = e.to_string();
+            !redis_problems.is_empty() && (text.contains("redis") || text.contains("Redis"))
+        };
+        problems.extend(redis_problems.iter().cloned());
+        if let Err(e) = limits.config(&self.rate_limit_context(BuildContext::new()))
+            && !repeat(&e)
+        {
             problems.push(format!("rate_limit: {e}"));
         }
-        if let Err(e) = self.cache.validate() {
+        if let Err(e) = self.cache_settings().validate()
+            && !repeat(&e)
+        {
             problems.push(format!("cache: {e}"));
         }
         if let Err(e) = CircuitBreakerConfig::from_settings("flaky", self.breaker.clone()) {
@@ -545,6 +561,46 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems.join("; ")))
         }
+    }
+
+    /// The caches' settings with the `[redis]` table applied: `cache.redis_url`, else
+    /// `redis.url`, and the TLS options.
+    pub fn cache_settings(&self) -> CacheSettings {
+        let mut cache = self.cache.clone();
+        if cache.redis_url.is_none() {
+            cache.redis_url.clone_from(&self.redis.url);
+        }
+        cache.redis_tls = self.redis.tls();
+        cache
+    }
+
+    /// `ctx` with the `[redis]` table, for building the rate limiter.
+    pub fn rate_limit_context(&self, ctx: BuildContext) -> BuildContext {
+        ctx.with_shared_redis(self.redis.url.clone(), self.redis.tls())
+    }
+
+    /// Every Redis URL the server will connect to, each with the key it comes from.
+    pub fn redis_in_use(&self) -> Vec<(&str, &str)> {
+        let mut urls = Vec::new();
+        match (&self.cache.redis_url, &self.redis.url) {
+            (Some(url), _) => urls.push(("cache.redis_url", url.as_str())),
+            (None, Some(url)) => urls.push(("redis.url", url.as_str())),
+            (None, None) => {}
+        }
+        let own = self
+            .rate_limit
+            .redis
+            .as_ref()
+            .and_then(|r| r.url.as_deref());
+        if let Some(url) = self.rate_limit.redis_url(self.redis.url.as_deref()) {
+            let key = if own.is_some() {
+                "rate_limit.redis.url"
+            } else {
+                "redis.url"
+            };
+            urls.push((key, url));
+        }
+        urls
     }
 
     /// The number of workers to run (`workers.count`, or the number of CPUs when 0).
@@ -856,6 +912,10 @@ const OPTIONAL_KEYS: &[&str] = &[
     "breaker.max_wait_in_half_open_ms",
     "breaker.call_timeout_ms",
     "cache.redis_url",
+    "redis.url",
+    "redis.ca_file",
+    "redis.cert_file",
+    "redis.key_file",
     "cache.names.default_ttl_ms",
     "cache.names.store.l1_ttl_ms",
     "cache.names.store.negative_ttl_ms",

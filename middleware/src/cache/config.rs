@@ -67,6 +67,10 @@ pub enum ConfigError {
         /// Why it was refused.
         reason: String,
     },
+    /// The Redis URL and its TLS options do not make a client (a `rediss://` URL without the
+    /// `redis-tls` feature, TLS options with a plain URL, an unreadable certificate file...).
+    #[error("cache.redis: {0}")]
+    Redis(#[from] crate::redis::ConnectError),
     /// A field that cannot change while the cache runs was changed.
     #[error("cache.{field} cannot be changed at runtime (restart with the new value)")]
     Immutable {
@@ -87,6 +91,16 @@ impl ConfigError {
             Self::TtlOrder { .. } => "l1_ttl_ms",
             Self::TimeoutOrder { .. } => "soft_timeout_ms",
             Self::RedisUrl { .. } => "redis.url",
+            Self::Redis(e) => match e {
+                crate::redis::ConnectError::Read { option, .. }
+                | crate::redis::ConnectError::Pem { option, .. } => match *option {
+                    "ca_file" => "redis.tls.ca_file",
+                    "cert_file" => "redis.tls.cert_file",
+                    _ => "redis.tls.key_file",
+                },
+                crate::redis::ConnectError::HalfClientCert { .. } => "redis.tls",
+                _ => "redis.url",
+            },
         }
     }
 }
@@ -187,9 +201,13 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `redis+unix://`). TLS (`rediss://`) is not supported: the Redis
-    /// client is built without a TLS feature, so such a URL is refused when connecting.
+    /// `redis://host:port/db`, `redis+unix:///path`, or `rediss://host:port/db` for TLS (feature
+    /// `redis-tls`; without it such a URL fails validation).
     pub url: String,
+    /// TLS options of a `rediss://` URL: a CA to trust, a client certificate (see
+    /// [`RedisTls`](crate::redis::RedisTls)).
+    #[serde(skip_serializing_if = "crate::redis::RedisTls::is_empty")]
+    pub tls: crate::redis::RedisTls,
     /// Prefix of every key and channel; carries the wire-format version so incompatible
     /// deployments do not read each other's entries.
     pub key_prefix: String,
@@ -214,6 +232,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/".to_owned(),
+            tls: crate::redis::RedisTls::default(),
             key_prefix: "palisade:v1".to_owned(),
             timeout_ms: 100,
             connect_timeout_ms: 1_000,
@@ -401,6 +420,9 @@ impl CacheConfig {
                 if a.url != b.url {
                     return Err(ConfigError::Immutable { field: "redis.url" });
                 }
+                if a.tls != b.tls {
+                    return Err(ConfigError::Immutable { field: "redis.tls" });
+                }
                 if a.key_prefix != b.key_prefix {
                     return Err(ConfigError::Immutable {
                         field: "redis.key_prefix",
@@ -429,16 +451,11 @@ impl RedisConfig {
 
     /// Checks every rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        #[cfg(feature = "redis")]
-        if let Err(e) = redis::Client::open(self.url.as_str()) {
-            return Err(ConfigError::RedisUrl {
-                url: self.url.clone(),
-                reason: e.to_string(),
-            });
-        }
         if self.url.is_empty() {
             return Err(ConfigError::Empty { field: "redis.url" });
         }
+        #[cfg(feature = "redis")]
+        crate::redis::client(&self.url, &self.tls)?;
         check_name("redis.key_prefix", &self.key_prefix)?;
         at_least("redis.timeout_ms", self.timeout_ms, 1)?;
         at_most("redis.timeout_ms", self.timeout_ms, 60_000)?;

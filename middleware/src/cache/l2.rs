@@ -79,6 +79,7 @@ pub(crate) struct L2<V> {
     pending: Mutex<VecDeque<Inval>>,
     replaying: AtomicBool,
     stats: Arc<Counters>,
+    warnings: crate::redis::Warnings,
 }
 
 impl<V> L2<V>
@@ -91,11 +92,7 @@ where
         codec: Arc<dyn ValueCodec<V>>,
         stats: Arc<Counters>,
     ) -> Result<Self, ConfigError> {
-        let client =
-            redis::Client::open(redis.url.as_str()).map_err(|e| ConfigError::RedisUrl {
-                url: redis.url.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = crate::redis::client(&redis.url, &redis.tls)?;
         Ok(Self {
             client,
             conn: Mutex::new(None),
@@ -108,6 +105,7 @@ where
             pending: Mutex::new(VecDeque::new()),
             replaying: AtomicBool::new(false),
             stats,
+            warnings: crate::redis::Warnings::default(),
         })
     }
 
@@ -180,7 +178,11 @@ where
             Ok(Err(error)) => {
                 permit.failure();
                 self.stats.l2_errors.inc();
-                tracing::debug!(cache = %cfg.name, %error, "cache L2 call failed");
+                if self.warnings.due() {
+                    tracing::warn!(cache = %cfg.name, %error, "cache L2 call failed; serving from L1 and the loader");
+                } else {
+                    tracing::debug!(cache = %cfg.name, %error, "cache L2 call failed");
+                }
                 Err(())
             }
             Err(_) => {
@@ -561,6 +563,7 @@ where
     V: Clone + Send + Sync + 'static,
 {
     let mut backoff = Duration::from_millis(100);
+    let warnings = crate::redis::Warnings::default();
     // Set once anything could have been missed: a failed attempt or a lost connection.
     let mut missed = false;
     loop {
@@ -582,7 +585,11 @@ where
         let pubsub = match subscribed {
             Ok(Ok(p)) => p,
             Ok(Err(error)) => {
-                tracing::debug!(%error, channel, "cache backplane subscribe failed");
+                if warnings.due() {
+                    tracing::warn!(%error, channel, "cache backplane subscribe failed; retrying");
+                } else {
+                    tracing::debug!(%error, channel, "cache backplane subscribe failed");
+                }
                 missed = true;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

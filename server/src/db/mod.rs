@@ -552,8 +552,8 @@ pub async fn prepare(config: &DatabaseConfig) -> Result<migrate::Applied, StartE
 }
 
 /// The users database for one process (lazy pools), its `db` breaker registered in `registry`,
-/// and the readiness checks: `database` (required) and, with `cache.redis_url`, `redis`
-/// (optional: the caches serve from L1 and the database without it).
+/// and the readiness checks: `database` (required) and, with `cache.redis_url` or `redis.url`,
+/// `redis` (optional: the caches serve from L1 and the database without it).
 ///
 /// # Errors
 /// When the database URL is invalid or the breaker name is taken.
@@ -574,17 +574,19 @@ pub fn setup(
         let db = check.clone();
         async move { db.ping().await }
     });
-    if let Some(url) = config.cache.redis_url.clone() {
+    let cache = config.cache_settings();
+    if let Some(url) = cache.redis_url {
+        let client = palisade::redis::client(&url, &cache.redis_tls)
+            .map_err(|e| BuildError(format!("redis: {e}")))?;
         readiness.register("redis", CheckPolicy::Optional, move || {
-            let url = url.clone();
-            async move { ping_redis(&url).await }
+            let client = client.clone();
+            async move { ping_redis(client).await }
         });
     }
     Ok((db, readiness))
 }
 
-async fn ping_redis(url: &str) -> Result<(), redis::RedisError> {
-    let client = redis::Client::open(url)?;
+async fn ping_redis(client: redis::Client) -> Result<(), redis::RedisError> {
     let mut conn = client.get_multiplexed_async_connection().await?;
     redis::cmd("PING").query_async::<String>(&mut conn).await?;
     Ok(())

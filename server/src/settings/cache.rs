@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use palisade::cache::{CacheConfig, ConfigError, EvictionPolicy, RedisConfig, ResponseCacheConfig};
+use palisade::redis::RedisTls;
 
 /// The caches of the reference server, as one `[cache]` table: user lookups through a
 /// [`TwoLevelCache`](palisade::cache::TwoLevelCache) and `/names` through the
@@ -31,6 +32,10 @@ pub struct CacheSettings {
     /// Redis for L2 and the invalidation backplane of both caches; `None` runs L1 only. Sets
     /// (or overrides the URL of) each cache's `redis` table.
     pub redis_url: Option<String>,
+    /// TLS options for a `rediss://` `redis_url`, from the `[redis]` table (not a key of
+    /// `[cache]`; [`Config::cache_settings`](crate::config::Config::cache_settings) fills it in).
+    #[serde(skip)]
+    pub redis_tls: RedisTls,
     /// The user-lookup cache (`GET /api/v1/users/{id}`).
     pub users: CacheConfig,
     /// The `/names` response cache.
@@ -56,6 +61,7 @@ impl Default for CacheSettings {
         Self {
             enabled: true,
             redis_url: None,
+            redis_tls: RedisTls::default(),
             users: CacheConfig {
                 name: "users".to_owned(),
                 namespace: "users".to_owned(),
@@ -85,26 +91,35 @@ impl Default for CacheSettings {
     }
 }
 
-fn with_redis(mut config: CacheConfig, url: Option<&str>) -> CacheConfig {
+fn with_redis(mut config: CacheConfig, url: Option<&str>, tls: &RedisTls) -> CacheConfig {
     if let Some(url) = url {
         match config.redis.as_mut() {
             Some(redis) => url.clone_into(&mut redis.url),
             None => config.redis = Some(RedisConfig::new(url)),
         }
     }
+    if let Some(redis) = config.redis.as_mut()
+        && !tls.is_empty()
+    {
+        redis.tls = tls.clone();
+    }
     config
 }
 
 impl CacheSettings {
-    /// The user cache's configuration, with `redis_url` applied.
+    /// The user cache's configuration, with `redis_url` (and `redis_tls`) applied.
     pub fn users_config(&self) -> CacheConfig {
-        with_redis(self.users.clone(), self.redis_url.as_deref())
+        with_redis(
+            self.users.clone(),
+            self.redis_url.as_deref(),
+            &self.redis_tls,
+        )
     }
 
     /// The `/names` cache's configuration, with `redis_url` applied to its store.
     pub fn names_config(&self) -> ResponseCacheConfig {
         let mut names = self.names.clone();
-        names.store = with_redis(names.store, self.redis_url.as_deref());
+        names.store = with_redis(names.store, self.redis_url.as_deref(), &self.redis_tls);
         names
     }
 

@@ -10,8 +10,8 @@
 //! exempt_cidrs = ["127.0.0.1/32"]
 //! headers = "all"                       # RateLimit headers on "all", "rejected" or "none"
 //!
-//! [rate_limit.redis]                    # only needed for store = "redis"
-//! url = "redis://127.0.0.1:6379/"
+//! [rate_limit.redis]                    # optional; store = "redis" needs it or [redis] url
+//! url = "redis://127.0.0.1:6379/"       # default: [redis] url (whose TLS options apply)
 //! timeout = "50ms"
 //! prefix = "palisade:rl:"
 //!
@@ -44,6 +44,7 @@ use palisade::rate_limit::{
     Mode, PolicyConfig, RateLimitConfig, RateLimitHandle, RateLimitLayer, RedisOptions, RedisStore,
     ShmZone, StoreChoice,
 };
+use palisade::redis::RedisTls;
 
 fn default_ipv6_prefix() -> u8 {
     64
@@ -110,8 +111,9 @@ fn default_prefix() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://host:port/db`.
-    pub url: String,
+    /// `redis://host:port/db` or `rediss://` (TLS); default: the `[redis]` table's `url`.
+    #[serde(default)]
+    pub url: Option<String>,
     /// Per-call timeout (default 50 ms); a slower answer counts as a failure.
     #[serde(default = "default_timeout", with = "palisade::duration")]
     pub timeout: Duration,
@@ -198,6 +200,10 @@ pub struct BuildContext {
     pub shm_zones: HashMap<String, Arc<ShmZone>>,
     /// A Redis store to use instead of connecting to `[rate_limit.redis]`.
     pub redis: Option<RedisStore>,
+    /// The shared Redis (`[redis] url`), used when `[rate_limit.redis]` names no URL.
+    pub redis_url: Option<String>,
+    /// TLS options of every `rediss://` connection (`[redis]`).
+    pub redis_tls: RedisTls,
 }
 
 impl BuildContext {
@@ -221,6 +227,14 @@ impl BuildContext {
         self.redis = Some(redis);
         self
     }
+
+    /// With the shared Redis URL and TLS options (the `[redis]` table).
+    #[must_use]
+    pub fn with_shared_redis(mut self, url: Option<String>, tls: RedisTls) -> Self {
+        self.redis_url = url;
+        self.redis_tls = tls;
+        self
+    }
 }
 
 fn invalid(field: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -232,6 +246,41 @@ fn invalid(field: &str, value: &str, reason: impl Into<String>) -> ConfigError {
 }
 
 impl RateLimitSettings {
+    /// The URL `store = "redis"` policies use: `[rate_limit.redis] url`, else the shared one;
+    /// `None` when no policy needs Redis and no `[rate_limit.redis]` table is given.
+    pub fn redis_url<'a>(&'a self, shared: Option<&'a str>) -> Option<&'a str> {
+        let wanted =
+            self.redis.is_some() || self.policies.iter().any(|p| p.store == StoreSetting::Redis);
+        if !wanted {
+            return None;
+        }
+        self.redis
+            .as_ref()
+            .and_then(|r| r.url.as_deref())
+            .or(shared)
+    }
+
+    fn redis_store(&self, ctx: &BuildContext) -> Result<Option<RedisStore>, ConfigError> {
+        let Some(url) = self.redis_url(ctx.redis_url.as_deref()) else {
+            if self.redis.is_some() {
+                return Err(invalid(
+                    "redis.url",
+                    "",
+                    "is not set: give [rate_limit.redis] a url, or set [redis] url",
+                ));
+            }
+            return Ok(None);
+        };
+        let mut options = RedisOptions::new(url).tls(ctx.redis_tls.clone());
+        if let Some(r) = &self.redis {
+            options.timeout = r.timeout;
+            options.prefix.clone_from(&r.prefix);
+        }
+        RedisStore::new(options)
+            .map(Some)
+            .map_err(|e| invalid("redis.url", url, e.to_string()))
+    }
+
     /// Whether a policy is keyed by route template (`key = "route"`): such a limiter must run
     /// inside the router (after routing, where axum's `MatchedPath` is known); every other
     /// limiter can wrap the whole router.
@@ -242,15 +291,8 @@ impl RateLimitSettings {
     /// Builds and validates the layer configuration.
     pub fn config(&self, ctx: &BuildContext) -> Result<RateLimitConfig, ConfigError> {
         let mut redis = ctx.redis.clone();
-        if redis.is_none()
-            && let Some(r) = &self.redis
-        {
-            let mut options = RedisOptions::new(&r.url);
-            options.timeout = r.timeout;
-            options.prefix.clone_from(&r.prefix);
-            let store = RedisStore::new(options)
-                .map_err(|e| invalid("redis.url", &r.url, e.to_string()))?;
-            redis = Some(store);
+        if redis.is_none() {
+            redis = self.redis_store(ctx)?;
         }
         let mut builder = RateLimitConfig::builder()
             .trusted_proxies(self.trusted_proxies.iter().copied())

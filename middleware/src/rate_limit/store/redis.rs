@@ -23,6 +23,7 @@ use crate::rate_limit::config::FailureMode;
 use crate::rate_limit::gcra::{Decision, Gcra};
 use crate::rate_limit::key::KeyValue;
 use crate::rate_limit::metrics::{FALLBACKS, STORE_ERRORS, StoreMetrics, describe};
+use crate::redis::{ConnectError, RedisTls};
 
 /// KEYS[1] = bucket; ARGV = emission interval (µs), burst (cells), cost (negative = refund).
 /// Returns `{allowed, debt µs after the decision, wait µs}`.
@@ -69,8 +70,10 @@ return {1, new_tat - now, 0}
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or `rediss://host:port/db` for TLS (feature `redis-tls`).
     pub url: String,
+    /// TLS options of a `rediss://` URL (a CA to trust, a client certificate).
+    pub tls: RedisTls,
     /// Per-call timeout (default 50 ms). A slower answer is a failure and the failure policy
     /// decides.
     pub timeout: Duration,
@@ -83,6 +86,7 @@ pub struct RedisOptions {
 impl fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisOptions")
+            .field("tls", &self.tls)
             .field("timeout", &self.timeout)
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
@@ -94,11 +98,19 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls: RedisTls::default(),
             timeout: Duration::from_millis(50),
             prefix: "palisade:rl:".into(),
             breaker: CircuitBreakerConfig::consecutive_failures(5, Duration::from_secs(1))
                 .with_name("rate_limit_redis"),
         }
+    }
+
+    /// With TLS options for a `rediss://` URL.
+    #[must_use]
+    pub fn tls(mut self, tls: RedisTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// With a per-call timeout.
@@ -139,6 +151,7 @@ struct RedisInner {
     timeout: Duration,
     prefix: String,
     breaker: CircuitBreaker,
+    warnings: crate::redis::Warnings,
 }
 
 impl fmt::Debug for RedisStore {
@@ -170,16 +183,21 @@ impl Failure {
 }
 
 impl RedisStore {
-    /// A store for `options.url`; fails only on a malformed URL.
-    pub fn new(options: RedisOptions) -> redis::RedisResult<Self> {
+    /// A store for `options.url`; fails on a malformed URL or unusable TLS options (see
+    /// [`crate::redis::client`]), never because Redis is down.
+    ///
+    /// # Errors
+    /// [`ConnectError`] names the URL or the TLS file at fault.
+    pub fn new(options: RedisOptions) -> Result<Self, ConnectError> {
         Ok(Self {
             inner: Arc::new(RedisInner {
-                client: redis::Client::open(options.url.as_str())?,
+                client: crate::redis::client(&options.url, &options.tls)?,
                 conn: parking_lot::Mutex::new(None),
                 script: redis::Script::new(SCRIPT),
                 timeout: options.timeout,
                 prefix: options.prefix,
                 breaker: CircuitBreaker::new(options.breaker),
+                warnings: crate::redis::Warnings::default(),
             }),
         })
     }
@@ -236,7 +254,11 @@ impl RedisStore {
             }
             Ok(Err(error)) => {
                 permit.failure();
-                tracing::debug!(layer = "rate_limit", %error, "redis call failed");
+                if self.inner.warnings.due() {
+                    tracing::warn!(layer = "rate_limit", %error, "redis call failed; the failure mode decides");
+                } else {
+                    tracing::debug!(layer = "rate_limit", %error, "redis call failed");
+                }
                 Err(Failure::Error)
             }
             Err(_) => {
