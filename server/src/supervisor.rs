@@ -783,6 +783,9 @@ impl Supervisor {
                 if let Some(text) = hb.metrics.take() {
                     p.metrics = Some(text.into());
                 }
+                // A worker's periodic heartbeat is built off its event loop and can reach us
+                // after its final one (sent at drain): a counter never goes back.
+                hb.requests = hb.requests.max(p.hb.requests);
                 p.hb = hb;
             }
             WorkerMsg::Drained { completed, cut } => {
