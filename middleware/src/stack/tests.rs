@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::timeout::TimeoutBody;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -52,9 +53,9 @@ fn counting(
     calls: &Arc<AtomicU64>,
     status: StatusCode,
     cache_control: &'static str,
-) -> BoxCloneService<Request<Body>, Response<Full<Bytes>>, Infallible> {
+) -> BoxCloneService<Request<TimeoutBody<Body>>, Response<Full<Bytes>>, Infallible> {
     let calls = Arc::clone(calls);
-    BoxCloneService::new(service_fn(move |_req: Request<Body>| {
+    BoxCloneService::new(service_fn(move |_req: Request<TimeoutBody<Body>>| {
         calls.fetch_add(1, Ordering::Relaxed);
         async move {
             Ok::<_, Infallible>(
