@@ -24,7 +24,9 @@ use palisade::cache::TwoLevelCache;
 use palisade::cache::response::ResponseCacheLayer;
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use palisade::control::Registry;
-use palisade::observe::{ObserveConfig, ObserveHandle, PrometheusExporter, RouteLayer};
+use palisade::observe::{
+    ObserveConfig, ObserveHandle, PrometheusExporter, RouteLayer, TraceConfig,
+};
 use palisade::rate_limit::ShmZone;
 use palisade::serve::ServeConfig;
 use palisade::shutdown::{Drain, DrainConfig, DrainReport};
@@ -193,7 +195,7 @@ pub fn build(
                 .build()
                 .map_err(|e| err("shutdown")(&e))?,
         )
-        .observe(ObserveConfig::default())
+        .observe(observe_config(&config)?)
         .rate_limit(rate_limit)
         .concurrency_limit(
             config
@@ -266,6 +268,18 @@ pub fn build(
         stack,
         service,
     })
+}
+
+/// Observe with the default trace levels, the completion event at `info` with `log.access`.
+fn observe_config(config: &Config) -> Result<ObserveConfig, BuildError> {
+    let mut trace = TraceConfig::default();
+    if config.log.access {
+        trace = trace.completion_level(tracing::Level::INFO);
+    }
+    ObserveConfig::builder()
+        .trace(trace)
+        .build()
+        .map_err(|e| err("observe")(&e))
 }
 
 /// Creates one shared-memory zone per `store = "shm"` rate-limit policy (the supervisor does

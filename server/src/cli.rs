@@ -9,9 +9,9 @@ use toml::Value;
 
 use crate::app;
 use crate::config::{self, Config, LogFormat, Overrides};
-use palisade::observe::otel::OtelExporter;
 use crate::settings::rate_limit::BuildContext;
 use palisade::observe::PrometheusExporter;
+use palisade::observe::otel::OtelExporter;
 use palisade::rate_limit::ShmZone;
 
 use crate::worker::WORKER_ENV;
@@ -211,8 +211,7 @@ fn init_tracing(config: &Config, worker: Option<u32>) -> Option<OtelExporter> {
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _};
 
-    let directives =
-        std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
     let filter = EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
     let ansi = std::io::stderr().is_terminal();

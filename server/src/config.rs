@@ -241,6 +241,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `palisade=debug,info`; `RUST_LOG` overrides it.
     pub level: String,
+    /// One `request completed` line per request at `info` (method, route, status, latency,
+    /// `trace_id`, `request_id`); off: only 5xx answers are logged (at `warn`).
+    pub access: bool,
 }
 
 /// Log line format.
@@ -338,6 +341,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Compact,
             level: "info".to_owned(),
+            access: false,
         }
     }
 }
@@ -745,9 +749,9 @@ impl OtelSection {
             .scheduled_delay(Duration::from_millis(self.scheduled_delay_ms))
             .export_timeout(Duration::from_millis(self.export_timeout_ms));
         for header in &self.headers {
-            let (name, value) = header.split_once(':').ok_or_else(|| {
-                format!("otel.headers entry {header:?} must be \"name: value\"")
-            })?;
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| format!("otel.headers entry {header:?} must be \"name: value\""))?;
             b = b.header(name.trim(), value.trim());
         }
         Ok(b)

@@ -138,9 +138,7 @@ where
                 return self.inner.format_event(ctx, writer, event);
             };
             let fields = event.metadata().fields();
-            let trace_id = ids
-                .trace_id
-                .filter(|_| fields.field("trace_id").is_none());
+            let trace_id = ids.trace_id.filter(|_| fields.field("trace_id").is_none());
             let request_id = ids
                 .request_id
                 .as_ref()
@@ -180,5 +178,135 @@ where
             }
             writer.write_str(&line)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::fmt::format::format;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::WithRequestIds;
+    use crate::observe::{ObserveConfig, ObserveLayer, TraceConfig};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    async fn serve_one(completion_info: bool) {
+        let mut trace = TraceConfig::default();
+        if completion_info {
+            trace = trace.completion_level(tracing::Level::INFO);
+        }
+        let (observe, _) =
+            ObserveLayer::new(ObserveConfig::builder().trace(trace).build().unwrap());
+        let app = Router::new()
+            .route(
+                "/",
+                get(|| async {
+                    tracing::info!(user = 7, "handler says hi");
+                    tokio::task::yield_now().await;
+                    tracing::warn!("after a yield");
+                    "ok"
+                }),
+            )
+            .layer(observe);
+        let req = http::Request::get("/")
+            .header("x-request-id", "req-42")
+            .header("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
+        tracing::info!("outside any request");
+    }
+
+    /// At `info` the request span (DEBUG) is off; handler events and the completion event still
+    /// name the request and its trace, and an event outside a request does not.
+    #[tokio::test]
+    async fn json_lines_inside_a_request_carry_its_ids() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .event_format(WithRequestIds::json(format().json().flatten_event(true)))
+                .with_writer(move || writer.clone())
+                .with_filter(LevelFilter::INFO),
+        );
+        let _default = tracing::subscriber::set_default(subscriber);
+        serve_one(true).await;
+
+        let lines: Vec<serde_json::Value> = buffer
+            .lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        for line in &lines[..3] {
+            assert_eq!(line["trace_id"], TRACE, "{line}");
+            assert_eq!(line["request_id"], "req-42", "{line}");
+        }
+        assert_eq!(lines[0]["message"], "handler says hi");
+        assert_eq!(lines[0]["user"], 7);
+        assert_eq!(lines[1]["message"], "after a yield");
+        assert_eq!(lines[2]["message"], "request completed");
+        assert_eq!(lines[2]["level"], "INFO");
+        assert_eq!(lines[3]["message"], "outside any request");
+        assert!(lines[3].get("trace_id").is_none(), "{}", lines[3]);
+        assert!(lines[3].get("request_id").is_none(), "{}", lines[3]);
+    }
+
+    #[tokio::test]
+    async fn text_lines_end_with_the_ids() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .compact()
+                .event_format(WithRequestIds::text(format().compact().with_ansi(false)))
+                .with_writer(move || writer.clone())
+                .with_filter(LevelFilter::INFO),
+        );
+        let _default = tracing::subscriber::set_default(subscriber);
+        serve_one(false).await;
+        let lines = buffer.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].contains("handler says hi")
+                && lines[0].ends_with(&format!(" trace_id={TRACE} request_id=req-42")),
+            "{}",
+            lines[0]
+        );
+        assert!(!lines[2].contains("trace_id"), "{}", lines[2]);
     }
 }

@@ -100,9 +100,9 @@ pub use service::Observe;
 pub use stats::{
     InFlightGuard, LatencyHistogram, StatsConfig, StatsConfigBuilder, StatsRecorder, StatsSnapshot,
 };
+#[cfg(feature = "otel")]
+pub use trace::init_tracing_with_otel;
 pub use trace::{
     HttpTraceLayer, InitError, LogFormat, MakeRequestSpan, OnRequestEnd, OnRequestFailure,
     init_tracing, trace_layer,
 };
-#[cfg(feature = "otel")]
-pub use trace::init_tracing_with_otel;

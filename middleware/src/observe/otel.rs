@@ -332,7 +332,10 @@ impl OtelExporter {
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch)
             .build();
-        let mut attributes = vec![KeyValue::new("service.version", config.service_version.clone())];
+        let mut attributes = vec![KeyValue::new(
+            "service.version",
+            config.service_version.clone(),
+        )];
         let pid = std::process::id();
         attributes.push(KeyValue::new("process.pid", i64::from(pid)));
         if let Some(worker) = config.worker_id {
@@ -543,10 +546,7 @@ impl HyperClient {
         &self,
         request: Request<Bytes>,
     ) -> Result<Response<Bytes>, opentelemetry_http::HttpError> {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or("the export runtime is gone")?;
+        let runtime = self.runtime.as_ref().ok_or("the export runtime is gone")?;
         let client = self.client.clone();
         let timeout = self.timeout;
         let request = request.map(Full::new);
@@ -596,3 +596,7 @@ impl opentelemetry_http::HttpClient for HyperClient {
         Box::pin(self.send(request))
     }
 }
+
+#[cfg(test)]
+#[path = "otel_tests.rs"]
+mod tests;

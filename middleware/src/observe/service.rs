@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::context::{self, TraceContext};
-use super::log_ids::{LogIds, Scope};
 use super::future::{ResponseFuture, State};
 use super::layer::Shared;
+use super::log_ids::{LogIds, Scope};
 use super::metrics::method_index;
 use super::trace::make_span;
 

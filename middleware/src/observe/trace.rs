@@ -322,15 +322,17 @@ pub fn init_tracing_with_otel(
         filter: filter.to_owned(),
         reason: e.to_string(),
     })?;
-    install(format, filter, Some(otel.layer().with_filter(otel_filter).boxed()))
+    install(
+        format,
+        filter,
+        Some(otel.layer().with_filter(otel_filter).boxed()),
+    )
 }
 
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
 
 /// The log output for `format` (stderr, request ids added), unfiltered.
-pub(crate) fn log_layer<S>(
-    format: LogFormat,
-) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+pub(crate) fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
