@@ -85,7 +85,7 @@ fn root_sampling_matches_the_sdk_ratio_sampler() {
             );
             let theirs = matches!(
                 theirs.decision,
-                opentelemetry::trace::SamplingDecision::RecordAndSample
+                opentelemetry_sdk::trace::SamplingDecision::RecordAndSample
             );
             assert_eq!(ours, theirs, "ratio {ratio}");
             sampled += usize::from(ours);
@@ -221,10 +221,15 @@ async fn an_unreachable_collector_never_slows_requests() {
         "{:?}",
         started.elapsed()
     );
+    // Shutting down with a dead collector ends within the export deadline, never hangs.
     let shutdown = exporter.clone();
-    let result = tokio::task::spawn_blocking(move || shutdown.shutdown())
+    let started = std::time::Instant::now();
+    let _ = tokio::task::spawn_blocking(move || shutdown.shutdown())
         .await
         .unwrap();
-    // The last export failed (nothing listens); the error says so instead of hanging.
-    assert!(result.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }

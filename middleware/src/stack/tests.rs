@@ -474,8 +474,8 @@ async fn timeout_and_concurrency_limit_register_in_the_stack_order() {
         [
             (ComponentKind::Limit, "api".to_owned()),
             (ComponentKind::Limit, "concurrency".to_owned()),
-            (ComponentKind::Breaker, "default".to_owned()),
             (ComponentKind::Limit, "timeout".to_owned()),
+            (ComponentKind::Breaker, "default".to_owned()),
             (ComponentKind::Cache, "responses".to_owned()),
         ]
     );
