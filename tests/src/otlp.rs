@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -124,27 +126,18 @@ impl OtlpReceiver {
     }
 
     /// Every span received so far.
-    ///
-    /// # Panics
-    /// When the receiver's lock is poisoned.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.received.lock().unwrap().spans.clone()
+        self.received.lock().spans.clone()
     }
 
     /// How many export requests arrived (valid or not).
-    ///
-    /// # Panics
-    /// When the receiver's lock is poisoned.
     pub fn requests(&self) -> usize {
-        self.received.lock().unwrap().requests
+        self.received.lock().requests
     }
 
     /// The headers of every export request.
-    ///
-    /// # Panics
-    /// When the receiver's lock is poisoned.
     pub fn headers(&self) -> Vec<http::HeaderMap> {
-        self.received.lock().unwrap().headers.clone()
+        self.received.lock().headers.clone()
     }
 
     /// Waits (polling) up to `timeout` for a span matching `pred`; returns it.
@@ -175,7 +168,7 @@ async fn handle(req: Request<Incoming>, state: &Mutex<Received>) -> Response<Ful
             .body(Full::new(Bytes::from(body)))
             .unwrap()
     };
-    state.lock().unwrap().requests += 1;
+    state.lock().requests += 1;
     if parts.method != http::Method::POST || parts.uri.path() != "/v1/traces" {
         return reply(StatusCode::NOT_FOUND, Vec::new());
     }
@@ -208,7 +201,7 @@ async fn handle(req: Request<Incoming>, state: &Mutex<Received>) -> Response<Ful
         }
     }
     {
-        let mut received = state.lock().unwrap();
+        let mut received = state.lock();
         received.spans.extend(spans);
         received.headers.push(parts.headers);
     }

@@ -184,7 +184,9 @@ where
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
 
     use axum::Router;
     use axum::body::Body;
@@ -203,7 +205,7 @@ mod tests {
 
     impl io::Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
+            self.0.lock().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -213,7 +215,7 @@ mod tests {
 
     impl Buffer {
         fn lines(&self) -> Vec<String> {
-            String::from_utf8(self.0.lock().unwrap().clone())
+            String::from_utf8(self.0.lock().clone())
                 .unwrap()
                 .lines()
                 .map(str::to_owned)

@@ -295,7 +295,7 @@ pub enum InitError {
 /// (`EnvFilter` directives such as `info,palisade=debug`; empty means `info`).
 ///
 /// Every event written while [`ObserveLayer`](super::ObserveLayer) serves a request carries
-/// the request's `trace_id` and `request_id` ([`WithRequestIds`]), at any level and whether or
+/// the request's `trace_id` and `request_id` ([`WithRequestIds`](super::WithRequestIds)), at any level and whether or
 /// not the request span is enabled.
 ///
 /// ```
