@@ -53,7 +53,7 @@ D = {
     "server.max_headers": "Most request headers (1 to 10000); more answer `431`.",
     "server.max_header_bytes": "Largest request head (request line + headers), at least 1024; more answer `431`. HTTP/1 buffers at least 8192 bytes.",
     "server.body_limit_bytes": "Largest request body; more answer `413` before the handler runs.",
-    "server.http2": "Also serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1.",
+    "server.http2": "Also serve HTTP/2 over cleartext (h2c, prior knowledge) next to HTTP/1.1; with `[server.tls]`, whether ALPN offers `h2`.",
     "server.max_connections": "Most open client connections per process; more wait in the backlog.",
     "server.body_read_timeout_ms": "Close a connection whose request body sends nothing for this long while the handler waits for it; the request answers `408` (`Connection: close`). Measured between reads, like nginx's `client_body_timeout`, so a slow but steady upload is not cut.",
     # workers
@@ -108,6 +108,43 @@ D = {
     "breaker.slow_call_rate_threshold": "Slow-call rate in percent, in (0, 100], at or above which the breaker opens.",
     "breaker.wait_in_open_ms": "How long the breaker stays open before admitting probes (1 ms to 1 day).",
     "breaker.half_open_max_calls": "Probe calls admitted in half-open (1 to 10000).",
+    # tls
+    "admin.tls.cert": "PEM certificate chain for the admin endpoint; with `admin.tls.key`, the admin API (and its `/metrics`) is served over HTTPS only, h2 or HTTP/1.1 by ALPN. SIGHUP reloads the files in place (a failed load keeps the old certificate). `palisade-top --url https://127.0.0.1:9901 --ca-file ca.pem` connects to it.",
+    "admin.tls.client_auth": "As `server.tls.client_auth`, for the admin endpoint.",
+    "admin.tls.client_ca": "As `server.tls.client_ca`, for the admin endpoint.",
+    "admin.tls.key": "PEM private key for `admin.tls.cert`.",
+    "server.tls.cert": "PEM file with the certificate chain, leaf first. Set together with `server.tls.key` to serve HTTPS ([TLS](#tls)).",
+    "server.tls.client_auth": 'With `client_ca`: `"required"` (the default: no valid client certificate, no request) or `"optional"` (a certificate that is presented must be valid).',
+    "server.tls.client_ca": "PEM file with the CA certificates client certificates must chain to (mTLS). Unset: no client certificate is asked for.",
+    "server.tls.key": "PEM file with the private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).",
+    # database
+    "database.connect_timeout_ms": 'How long the start-up migration waits for the database before giving up (exit 69).',
+    "database.max_connections": 'Pooled connections per worker (1 to 1000); SQLite adds one write connection.',
+    "database.query_timeout_ms": "Longest a query, waiting for a connection included, may take before the request answers `503`; also PostgreSQL's `statement_timeout` (plus 500 ms) and SQLite's busy timeout.",
+    "database.url": '`postgres://user:pass@host:5432/db` (or `postgresql://`), `sqlite:///path/users.db`; unset: SQLite in the state directory.',
+    # timeout
+    "timeout.enabled": 'Time requests at all.',
+    "timeout.exempt_paths": 'Paths never timed (`/exact`, `/prefix/*`).',
+    "timeout.timeout_ms": 'Deadline for the response head, milliseconds (1 to 86400000). Keep it above `demo.slow_max_ms` if `/slow` must finish, and above the timeouts of the dependencies.',
+    # concurrency
+    "concurrency.algorithm": '`fixed` (the limit is `max_in_flight`) or `aimd` (adaptive between `min_in_flight` and `max_in_flight`).',
+    "concurrency.backoff_percent": '`aimd`: after a slow or overloaded response the limit is multiplied by this percentage (50 to 99).',
+    "concurrency.enabled": 'Limit requests at all.',
+    "concurrency.exempt_paths": 'Paths never limited (`/exact`, `/prefix/*`): probes reach an overloaded worker.',
+    "concurrency.latency_threshold_ms": '`aimd`: a response slower than this lowers the limit, milliseconds.',
+    "concurrency.max_in_flight": 'Requests in flight per worker (`fixed`), or the ceiling (`aimd`); 1 to 1000000.',
+    "concurrency.min_in_flight": '`aimd`: the floor of the limit (1 to `max_in_flight`).',
+    "concurrency.retry_after_secs": '`Retry-After` of a shed request, seconds (1 to 3600).',
+    # log (access)
+    "log.access": "One `request completed` line per request at `info` (method, route, status, latency, `trace_id`, `request_id`); off: only `5xx` answers are logged (at `warn`). Every line logged while a request is served carries its `trace_id` and `request_id` either way.",
+    # otel
+    "otel.endpoint": "The OTLP/HTTP collector: `http://host:port` (`/v1/traces` is appended) or a full URL with its own path. Plain HTTP (a local collector or agent). Unset: no export.",
+    "otel.sampling_ratio": "Ratio (0.0 to 1.0) of new traces that are sampled and exported; a request whose `traceparent` comes from a caller follows the caller's sampled flag (parent-based). The response's `traceparent` carries the decision.",
+    "otel.service_name": "The `service.name` resource attribute.",
+    "otel.headers": "Headers sent with every export, `\"name: value\"` (for example a collector's API key).",
+    "otel.max_queue_size": "Spans held for export per worker at most; when the collector is slow or down, newer spans are dropped, never requests slowed.",
+    "otel.scheduled_delay_ms": "How long finished spans wait for a batch before they are sent.",
+    "otel.export_timeout_ms": "Deadline of one export request (connect included).",
 }
 
 CACHE_FIELDS = {
@@ -167,6 +204,8 @@ OPTIONAL = [
     ("rate_limit.redis.url", "redis://127.0.0.1:6379/", "Redis for `store = \"redis\"` policies; unset: `redis.url` (the `[rate_limit.redis]` table also takes `timeout`, default `50ms`, and `prefix`, default `palisade:rl:`)."),
 ]
 
+SERVER_TLS = '#### TLS\n\nWith `[server.tls]` the public listener speaks HTTPS only (rustls, `ring` provider):\n\n```toml\n[server.tls]\ncert = "/etc/palisade/tls/fullchain.pem"\nkey = "/etc/palisade/tls/key.pem"\n# client_ca = "/etc/palisade/tls/clients-ca.pem"   # mTLS\n# client_auth = "optional"                        # default "required"\n```\n\n- ALPN offers `h2` (unless `server.http2 = false`) and `http/1.1`; each connection is served with\n  the protocol it negotiated. Check it by hand with\n  `curl --cacert ca.pem --http2 https://127.0.0.1:8080/health/live` (`curl -w \'%{http_version}\'`\n  prints `2`).\n- The files are loaded when the configuration is: a missing file, a file without a PEM\n  certificate, or a key that does not belong to the certificate stops `palisade` with exit 64\n  and a message naming the file.\n- **Rotating a certificate**: replace the files, then `kill -HUP <supervisor pid>`. The\n  supervisor reloads the configuration (which loads the new files) and rolls the workers: each\n  new worker serves the new certificate, old workers finish their connections with the old one,\n  so no request fails. If the new files do not load, the reload is refused with an error in the\n  log and the running workers keep serving the previous certificate. A single-process server\n  (`--single-process`) swaps the certificate in place on SIGHUP, with the same refusal rule.\n- A TLS handshake must finish within `server.header_read_timeout_ms`.'
+
 printed_keys = {k for (k, *_rest) in keys}
 # Optional keys the server prints (as unset) belong in the main tables.
 for (k, _ex, desc) in OPTIONAL:
@@ -187,9 +226,13 @@ SECTION_TITLES = {
     "cache": ("`[cache]`: caches", "`[cache.users]` configures the two-level cache behind `GET /api/v1/users/{id}`; `[cache.names]` the response cache on `GET /names`, whose `[cache.names.store]` is its two-level cache. Semantics: [layers.md](layers.md#two-level-cache)."),
     "redis": ("`[redis]`: the shared Redis and TLS", "One Redis for every Redis user of the server, and the TLS options of `rediss://` connections. Every key is unset by default (no Redis). A `rediss://` URL with a private CA and mutual TLS:\n\n```toml\n[redis]\nurl = \"rediss://redis.internal:6380/0\"\nca_file = \"/etc/palisade/redis-ca.pem\"\ncert_file = \"/etc/palisade/redis-client.pem\"   # only if Redis asks for client certificates\nkey_file = \"/etc/palisade/redis-client.key\"\n```\n\nA missing or unreadable file, a file without PEM certificates or key, `cert_file` without `key_file`, or TLS options next to a `redis://` URL is a configuration error (exit 64). A Redis that refuses the handshake (wrong CA, expired certificate) is Redis being down: the caches serve from L1 and the database, `store = \"redis\"` policies follow their `failure_mode`, `/health/ready` shows the `redis` check failing with the TLS error, and a warning is logged at most every 10 s per user."),
     "breaker": ("`[breaker]`: circuit breaker on `/flaky`", "The breaker in front of the `/flaky` demo upstream (name `flaky` in the admin API). Semantics: [layers.md](layers.md#circuit-breaker)."),
+    "database": ("`[database]`: the users database", "Where `/api/v1/users` keeps its users. Unset, an SQLite file `palisade.db` in the state directory (`$XDG_STATE_HOME/palisade`, else `~/.local/state/palisade`; the admin token's directory), opened in WAL mode and shared by every worker, so the server starts with nothing else running. With `postgres://…` the users live in PostgreSQL. Migrations are embedded and applied once at start by the supervisor (or the single process), before any worker serves: an unreachable database stops the start with exit code 69, a schema newer than the binary with 65. Every worker then has its own pool; each query is limited by `query_timeout_ms` (503 past it) and goes through the circuit breaker `db` (admin API, `palisade-top`). Reads go through the `[cache.users]` cache; writes invalidate it on every worker. See [operations.md](operations.md#database)."),
+    "timeout": ("`[timeout]`: request timeout", 'A deadline per request (component `timeout` in the admin API, kind `limit`). A handler that has not produced its response head in time is cut: `504` problem document, or `408` with `Connection: close` when it was waiting for a request body the client had not finished sending. Semantics: [layers.md](layers.md#request-timeout).'),
+    "concurrency": ("`[concurrency]`: concurrency limit and load shedding", 'At most `max_in_flight` requests in flight **per worker** (the server-wide limit is the sum); beyond, a request is answered at once with `503` and `Retry-After` (component `concurrency`, kind `limit`). Semantics: [layers.md](layers.md#concurrency-limit).'),
+    "otel": ("`[otel]`: OpenTelemetry export", "Each worker exports its request spans over OTLP/HTTP (protobuf) to a collector, continuing the client's `traceparent`: the exported span has the client's trace id, the span id the response's `traceparent` names, and the client's span as parent. Resource attributes: `service.name`, `service.version` (the binary's), `palisade.worker.id`, `service.instance.id` (`<pid>-<worker id>`), `process.pid`. Spans are batched on a background thread with its own HTTP client; a collector that is slow or down costs dropped spans, never slower requests. Queued spans are flushed when a worker exits (drain, restart, recycling). Off unless `endpoint` is set; the other keys are validated either way (exit 64). Semantics: [layers.md](layers.md#opentelemetry-export)."),
     "demo": ("`[demo]`: demo routes", ""),
 }
-ORDER = ["server", "workers", "shutdown", "admin", "log", "rate_limit", "cache", "redis", "breaker", "demo"]
+ORDER = ["server", "workers", "shutdown", "admin", "log", "rate_limit", "cache", "redis", "breaker", "database", "timeout", "concurrency", "otel", "demo"]
 tops = []
 for (k, sec, *_r) in keys:
     top = sec.split(".")[0]
@@ -316,6 +359,10 @@ for top in ordered:
                 continue
             w(f"| `{k}` | {cell_default(value)} | `{env}` | {cell_flag(k)} | {describe(k)} |")
         w("")
+    if top == "server":
+        for line in SERVER_TLS.splitlines():
+            w(line)
+        w("")
     if top == "rate_limit":
         policy = next(v for (k, s, n, v, e) in keys if k == "rate_limit.policy")
         w("#### Rate-limit policies")
@@ -370,7 +417,8 @@ w("for both, and the `[redis]` TLS options, when set, their `tls`.")
 w("")
 w("## Runtime changes")
 w("")
-w("Rate-limit policies, the breaker and both caches are also components of the admin API: their")
+w("Rate-limit policies, the request timeout (`limits/timeout`), the concurrency limit")
+w("(`limits/concurrency`), the breaker and both caches are also components of the admin API: their")
 w("settings can be read and changed while the server runs")
 w("(`GET`/`PUT /admin/v1/{limits,breakers,caches}/{name}`, or `palisade-top`), with the same")
 w("validation as the file. The supervisor sends a change to every worker and replays it to every")

@@ -122,7 +122,7 @@ async fn main() -> Result<(), BoxError> {
             .build()?,
     );
     let registry = Registry::new();
-    handle.register(&registry)?;
+    registry.add(&handle)?;
     let app = Router::new()
         .route("/", get(|| async { "ok\n" }))
         .layer(limits);

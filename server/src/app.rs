@@ -2,8 +2,8 @@
 //!
 //! The process-wide layers come from one public [`palisade::Stack`]: drain (in-flight
 //! accounting, `Connection: close` while draining) → observe (request id, trace context, span,
-//! metrics, live stats) → rate limit, around body limit → concurrency limit (503 beyond N in flight) → request
-//! timeout (504 / 408) → the router. The `/names` response
+//! metrics, live stats, OTLP export when configured) → rate limit → concurrency limit (503
+//! beyond N in flight) → request timeout (504 / 408), around body limit → the router. The `/names` response
 //! cache and the `/flaky` circuit breaker are route layers built with the layers' own
 //! constructors; every handle is in the stack's registry. `/metrics` serves this process's
 //! Prometheus exposition.
@@ -23,14 +23,14 @@ use axum::Router;
 use palisade::cache::TwoLevelCache;
 use palisade::cache::response::ResponseCacheLayer;
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
-use palisade::concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 use palisade::control::Registry;
-use palisade::observe::{ObserveConfig, ObserveHandle, PrometheusExporter, RouteLayer};
+use palisade::observe::{
+    ObserveConfig, ObserveHandle, PrometheusExporter, RouteLayer, TraceConfig,
+};
 use palisade::rate_limit::ShmZone;
 use palisade::serve::ServeConfig;
 use palisade::shutdown::{Drain, DrainConfig, DrainReport};
 use palisade::stack::StackService;
-use palisade::timeout::{Timeout, TimeoutLayer};
 use palisade::{Stack, StackLayer};
 use tower::Layer as _;
 use tower_http::limit::RequestBodyLimit;
@@ -92,7 +92,7 @@ pub struct RouteLayers {
 #[derive(Debug, Clone)]
 pub enum AppService {
     /// The stack around the body limit and the router (the usual case).
-    Around(StackService<RequestBodyLimit<ConcurrencyLimit<Timeout<Router>>>>),
+    Around(StackService<RequestBodyLimit<Router>>),
     /// The stack inside the router (`Router::layer`), after routing: a rate-limit policy keys
     /// by route template.
     Inside(Router),
@@ -195,8 +195,15 @@ pub fn build(
                 .build()
                 .map_err(|e| err("shutdown")(&e))?,
         )
-        .observe(ObserveConfig::default())
+        .observe(observe_config(&config)?)
         .rate_limit(rate_limit)
+        .concurrency_limit(
+            config
+                .concurrency
+                .config()
+                .map_err(|e| err("concurrency")(&e))?,
+        )
+        .timeout(config.timeout.config().map_err(|e| err("timeout")(&e))?)
         .build()
         .map_err(|e| err("stack")(&e))?;
     let registry = stack.registry().clone();
@@ -223,17 +230,6 @@ pub fn build(
     registry.add(&flaky).map_err(|e| err("breaker")(&e))?;
 
     let (db, readiness) = crate::db::setup(&config, &registry)?;
-
-    let (timeout_layer, timeout) =
-        TimeoutLayer::new(config.timeout.config().map_err(|e| err("timeout")(&e))?);
-    registry.add(&timeout).map_err(|e| err("timeout")(&e))?;
-    let (shed_layer, shed) = ConcurrencyLimitLayer::new(
-        config
-            .concurrency
-            .config()
-            .map_err(|e| err("concurrency")(&e))?,
-    );
-    registry.add(&shed).map_err(|e| err("concurrency")(&e))?;
 
     let body_limit = config.server.body_limit_bytes;
     let state = Arc::new(AppState {
@@ -262,22 +258,29 @@ pub fn build(
     let service = if state.config.rate_limit.keys_by_route() {
         AppService::Inside(
             routes
-                .layer(timeout_layer)
-                .layer(shed_layer)
                 .layer(RequestBodyLimitLayer::new(body_limit))
                 .layer(stack.clone()),
         )
     } else {
-        AppService::Around(stack.layer(RequestBodyLimit::new(
-            shed_layer.layer(timeout_layer.layer(routes)),
-            body_limit,
-        )))
+        AppService::Around(stack.layer(RequestBodyLimit::new(routes, body_limit)))
     };
     Ok(App {
         state,
         stack,
         service,
     })
+}
+
+/// Observe with the default trace levels, the completion event at `info` with `log.access`.
+fn observe_config(config: &Config) -> Result<ObserveConfig, BuildError> {
+    let mut trace = TraceConfig::default();
+    if config.log.access {
+        trace = trace.completion_level(tracing::Level::INFO);
+    }
+    ObserveConfig::builder()
+        .trace(trace)
+        .build()
+        .map_err(|e| err("observe")(&e))
 }
 
 /// Creates one shared-memory zone per `store = "shm"` rate-limit policy (the supervisor does

@@ -11,6 +11,7 @@ use crate::app;
 use crate::config::{self, Config, LogFormat, Overrides};
 use crate::settings::rate_limit::BuildContext;
 use palisade::observe::PrometheusExporter;
+use palisade::observe::otel::OtelExporter;
 use palisade::rate_limit::ShmZone;
 
 use crate::worker::WORKER_ENV;
@@ -136,12 +137,14 @@ pub fn main() -> ExitCode {
         print!("{}", loaded.render());
         return ExitCode::SUCCESS;
     }
-    init_tracing(&loaded.config);
-    let config = loaded.config;
-    serve::raise_fd_limit();
     let worker_id = std::env::var(WORKER_ENV)
         .ok()
         .and_then(|v| v.parse::<u32>().ok());
+    // Processes that serve requests export spans: a worker, or the single process (id 0).
+    let serving = worker_id.or(loaded.config.workers.single_process.then_some(0));
+    let otel = init_tracing(&loaded.config, serving);
+    let config = loaded.config;
+    serve::raise_fd_limit();
     // Migrations run once, here, before any worker starts; workers only connect.
     if worker_id.is_none()
         && let Err(code) = prepare_database(&config)
@@ -155,6 +158,7 @@ pub fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(run_single(config)).map(|()| 0)),
         None => runtime(1).and_then(|rt| rt.block_on(run_supervisor(config, overrides))),
     };
+    flush_otel(otel);
     match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -197,23 +201,81 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-fn init_tracing(config: &Config) {
-    use tracing_subscriber::EnvFilter;
+/// Installs logging (and, for a process that serves requests, `worker`, the OpenTelemetry
+/// exporter of `[otel]`). Log lines of a request carry its `trace_id` and `request_id` at any
+/// level; the request span reaches the exporter even when the log level hides it.
+fn init_tracing(config: &Config, worker: Option<u32>) -> Option<OtelExporter> {
+    use palisade::observe::WithRequestIds;
+    use tracing_subscriber::fmt::format::format as fmt_format;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = EnvFilter::try_from_default_env()
+    use tracing_subscriber::{EnvFilter, Layer as _};
+
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let filter = EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| EnvFilter::new(config.log.level.clone()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let ansi = std::io::stderr().is_terminal();
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(ansi);
+    let output = match config.log.format {
+        LogFormat::Json => output
+            .json()
+            .event_format(WithRequestIds::json(fmt_format().json().with_ansi(ansi)))
+            .boxed(),
+        LogFormat::Pretty => output
+            .pretty()
+            .event_format(WithRequestIds::text(fmt_format().pretty().with_ansi(ansi)))
+            .boxed(),
+        LogFormat::Compact => output
+            .compact()
+            .event_format(WithRequestIds::text(fmt_format().compact().with_ansi(ansi)))
+            .boxed(),
+    };
+    let mut failure = None;
+    let otel = match worker.map(|id| config.otel.config(id)) {
+        Some(Ok(Some(settings))) => match OtelExporter::new(settings) {
+            Ok(exporter) => Some(exporter),
+            Err(error) => {
+                failure = Some(error.to_string());
+                None
+            }
+        },
+        // Validated at load; the supervisor exports nothing.
+        _ => None,
+    };
+    let otel_layer = otel.as_ref().and_then(|exporter| {
+        let filter = exporter.filter(&directives).ok()?;
+        Some(exporter.layer().with_filter(filter))
+    });
     // Protocol-abuse warnings from the HTTP stacks are rate limited (log_limit).
     let limit = crate::log_limit::AbuseLogLimit;
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().finish().with(limit).try_init(),
-        LogFormat::Pretty => builder.pretty().finish().with(limit).try_init(),
-        LogFormat::Compact => builder.compact().finish().with(limit).try_init(),
-    };
+    let _ = tracing_subscriber::registry()
+        .with(output.with_filter(filter))
+        .with(otel_layer)
+        .with(limit)
+        .try_init();
+    if let Some(error) = failure {
+        tracing::error!(%error, "OpenTelemetry export not started");
+    }
+    if let Some(exporter) = &otel {
+        let settings = exporter.config();
+        tracing::info!(
+            endpoint = %settings.endpoint(),
+            sampling_ratio = settings.sampling_ratio(),
+            "exporting spans over OTLP/HTTP"
+        );
+    }
+    otel
+}
+
+/// Flushes the spans still queued (a worker or single process at exit).
+fn flush_otel(otel: Option<OtelExporter>) {
+    if let Some(exporter) = otel
+        && let Err(error) = exporter.shutdown()
+    {
+        tracing::warn!(%error, "OpenTelemetry: last export failed");
+    }
 }
 
 /// Serves in this process until SIGTERM/SIGINT, then drains.

@@ -17,6 +17,7 @@ use crate::settings::rate_limit::{BuildContext, RateLimitSettings, StoreSetting}
 use crate::settings::redis::RedisSection;
 use palisade::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerSettings};
 use palisade::concurrency::{Algorithm, ConcurrencyLimitConfig, ConcurrencySettings};
+use palisade::observe::otel::OtelConfig;
 use palisade::timeout::{TimeoutConfig, TimeoutSettings};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -51,6 +52,8 @@ pub struct Config {
     pub timeout: TimeoutSection,
     /// The concurrency limit and load shedding (`[concurrency]`).
     pub concurrency: ConcurrencySection,
+    /// OpenTelemetry span export over OTLP/HTTP (`[otel]`; off without an endpoint).
+    pub otel: OtelSection,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             database: crate::db::DatabaseConfig::default(),
             timeout: TimeoutSection::default(),
             concurrency: ConcurrencySection::default(),
+            otel: OtelSection::default(),
         }
     }
 }
@@ -241,6 +245,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `palisade=debug,info`; `RUST_LOG` overrides it.
     pub level: String,
+    /// One `request completed` line per request at `info` (method, route, status, latency,
+    /// `trace_id`, `request_id`); off: only 5xx answers are logged (at `warn`).
+    pub access: bool,
 }
 
 /// Log line format.
@@ -338,6 +345,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Compact,
             level: "info".to_owned(),
+            access: false,
         }
     }
 }
@@ -539,6 +547,9 @@ impl Config {
         if let Err(e) = self.concurrency.config() {
             problems.push(e.to_string());
         }
+        if let Err(e) = self.otel.config(0) {
+            problems.push(e);
+        }
         // TLS files are loaded (and so checked) here: a bad certificate refuses the start with
         // exit 64, and a SIGHUP reload with the old workers kept.
         let tls = [("server.tls", &s.tls), ("admin.tls", &self.admin.tls)];
@@ -728,6 +739,78 @@ impl ConcurrencySection {
                 retry_after_secs: self.retry_after_secs,
             })
             .build()
+    }
+}
+
+/// OpenTelemetry export (`[otel]`): each worker sends its request spans (continuing the client's
+/// `traceparent`) to an OTLP/HTTP collector, with `service.name`, `service.version` and its
+/// worker id as resource attributes. Off unless `endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSection {
+    /// The collector: `http://host:port` (`/v1/traces` is appended) or a full URL. Unset: off.
+    pub endpoint: Option<String>,
+    /// Ratio (0 to 1) of new traces sampled; a caller's sampled flag decides for its traces.
+    pub sampling_ratio: f64,
+    /// `service.name`.
+    pub service_name: String,
+    /// Headers sent with every export, `"name: value"`.
+    pub headers: Vec<String>,
+    /// Spans queued for export at most, per worker; more are dropped.
+    pub max_queue_size: usize,
+    /// How long spans wait for a batch, milliseconds.
+    pub scheduled_delay_ms: u64,
+    /// Deadline of one export request, milliseconds.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for OtelSection {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sampling_ratio: 1.0,
+            service_name: "palisade".to_owned(),
+            headers: Vec::new(),
+            max_queue_size: 2048,
+            scheduled_delay_ms: 1000,
+            export_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl OtelSection {
+    /// The exporter configuration for worker `worker_id`, when an endpoint is set. Every value
+    /// is checked even without one, so a mistake shows before export is turned on.
+    pub fn config(&self, worker_id: u32) -> Result<Option<OtelConfig>, String> {
+        let endpoint = self.endpoint.as_deref().filter(|e| !e.is_empty());
+        let builder = OtelConfig::builder(endpoint.unwrap_or("http://127.0.0.1:4318"));
+        let config = self
+            .apply(builder, worker_id)?
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(endpoint.map(|_| config))
+    }
+
+    fn apply(
+        &self,
+        builder: palisade::observe::otel::OtelConfigBuilder,
+        worker_id: u32,
+    ) -> Result<palisade::observe::otel::OtelConfigBuilder, String> {
+        let mut b = builder
+            .service_name(self.service_name.clone())
+            .service_version(env!("CARGO_PKG_VERSION"))
+            .worker_id(worker_id)
+            .sampling_ratio(self.sampling_ratio)
+            .max_queue_size(self.max_queue_size)
+            .scheduled_delay(Duration::from_millis(self.scheduled_delay_ms))
+            .export_timeout(Duration::from_millis(self.export_timeout_ms));
+        for header in &self.headers {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| format!("otel.headers entry {header:?} must be \"name: value\""))?;
+            b = b.header(name.trim(), value.trim());
+        }
+        Ok(b)
     }
 }
 
@@ -926,6 +1009,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "cache.users.soft_timeout_ms",
     "cache.users.hard_timeout_ms",
     "database.url",
+    "otel.endpoint",
 ];
 
 /// `PALISADE_*` variables that are not configuration keys.

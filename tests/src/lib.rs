@@ -12,12 +12,15 @@
 //!   a private SQLite database unless the test sets `database.url`.
 //! - [`http`]: a small HTTP/1.1 client for tests.
 //! - [`tls`]: a throwaway CA (rcgen), certificates it issues, HTTPS exchanges.
+//! - [`otlp::OtlpReceiver`]: an OTLP/HTTP trace receiver on a free port that decodes what
+//!   exporters send (`ExportTraceServiceRequest`, protobuf) and keeps every span.
 //! - [`load`]: a supervisor with its workers waited on, worker pids, single-connection exchanges
 //!   that report every outcome, an accounted load generator and the supervisor's counters, for
 //!   tests against a supervisor.
 
 pub mod http;
 pub mod load;
+pub mod otlp;
 pub mod postgres;
 pub mod redis;
 pub mod server;

@@ -158,12 +158,13 @@ impl ServerBuilder {
                 token_file.with_extension("db").display()
             ));
         }
+        // The test's own RUST_LOG (default `warn`), unless the builder sets one.
         cmd.args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(match &self.stderr {

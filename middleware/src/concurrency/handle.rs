@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::config::{ConcurrencySettings, ConfigError};
 use super::shared::Shared;
-use crate::control::{self, Change, Component, ComponentKind, DuplicateName, FieldError, Registry};
+use crate::control::{self, Change, Component, ComponentKind, FieldError};
 
 /// Runtime control of a [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer).
 /// `Clone + Send + Sync`; implements [`Component`] (kind [`Limit`](ComponentKind::Limit), so
@@ -126,11 +126,6 @@ impl ConcurrencyLimitHandle {
             exempt: c.exempt.load(Ordering::Relaxed),
             drops: c.drops.load(Ordering::Relaxed),
         }
-    }
-
-    /// Registers this handle under its name.
-    pub fn register(&self, registry: &Registry) -> Result<(), DuplicateName> {
-        registry.register(self.shared.name.clone(), Arc::new(self.clone()))
     }
 }
 

@@ -120,7 +120,7 @@ async fn readiness_takes_no_slot() {
 async fn a_lowered_limit_sheds_until_enough_requests_finish() {
     let (layer, handle) = limited(4);
     let registry = Registry::new();
-    handle.register(&registry).unwrap();
+    registry.add(&handle).unwrap();
     let svc = layer.layer(sleeper());
     let slow: Vec<_> = (0..4)
         .map(|i| tokio::spawn(svc.clone().oneshot(get(&format!("/?ms={}", 100 * (i + 1))))))

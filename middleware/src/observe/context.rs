@@ -14,6 +14,7 @@
 //!   echoed as `traceparent` on the response so a client can find the trace.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use http::header::HeaderName;
@@ -232,20 +233,23 @@ pub struct TraceContext {
     pub span_id: SpanId,
     /// The caller's span id; `None` when this request started the trace.
     pub parent_id: Option<SpanId>,
-    /// Trace flags (`0x01` = sampled); `00` for a new trace.
+    /// Trace flags (`0x01` = sampled): the caller's; for a new trace `01` when the trace is
+    /// sampled under an OpenTelemetry exporter's ratio (feature `otel`), else `00`.
     pub flags: u8,
     /// The caller's `tracestate`, kept only with a valid `traceparent`.
     pub tracestate: Option<HeaderValue>,
 }
 
 impl TraceContext {
-    /// A new trace started here.
+    /// A new trace started here; sampled (flags `01`) when an OpenTelemetry exporter's ratio
+    /// picks its trace id.
     pub fn new_root() -> Self {
+        let trace_id = TraceId::generate();
         Self {
-            trace_id: TraceId::generate(),
+            trace_id,
             span_id: SpanId::generate(),
             parent_id: None,
-            flags: 0,
+            flags: u8::from(root_sampled(trace_id)),
             tracestate: None,
         }
     }
@@ -313,6 +317,41 @@ fn join_tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
         }
     }
     HeaderValue::from_bytes(&joined).ok()
+}
+
+// === root sampling ===
+
+/// The sampling ratio for new traces as `f64` bits; `u64::MAX` (a NaN) when none is set.
+static ROOT_SAMPLING: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sets (or clears) the ratio of new traces marked sampled; an OpenTelemetry exporter sets its
+/// own, so the flags Palisade propagates match what it exports.
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+pub(crate) fn set_root_sampling(ratio: Option<f64>) {
+    let bits = ratio.map_or(u64::MAX, f64::to_bits);
+    ROOT_SAMPLING.store(bits, Ordering::Relaxed);
+}
+
+/// Whether a new trace with `trace_id` is sampled: the OpenTelemetry SDK's trace-id ratio rule
+/// (the low 63 bits of the id's last eight bytes against `ratio × 2^63`), so both sides agree.
+fn root_sampled(trace_id: TraceId) -> bool {
+    let bits = ROOT_SAMPLING.load(Ordering::Relaxed);
+    if bits == u64::MAX {
+        return false;
+    }
+    ratio_samples(f64::from_bits(bits), trace_id)
+}
+
+pub(crate) fn ratio_samples(ratio: f64, trace_id: TraceId) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    // Truncation is the rule being matched.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id.0[8..]);
+    (u64::from_be_bytes(low) >> 1) < bound
 }
 
 // === hex helpers ===
@@ -462,6 +501,10 @@ pub(crate) struct Echo {
 
 impl Echo {
     /// The request id echoed on the response.
+    pub(crate) fn request_id_value(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
     pub(crate) fn request_id(&self) -> &str {
         // Validated visible ASCII when it was accepted or generated.
         self.request_id.to_str().unwrap_or_default()

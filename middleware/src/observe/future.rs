@@ -16,6 +16,7 @@ use tracing::instrument::Instrumented;
 
 use super::context::Echo;
 use super::layer::Shared;
+use super::log_ids::{LogIds, Scope};
 use super::metrics::method_label;
 use super::metrics::{Outcome, UNMATCHED_ROUTE};
 use super::route::MatchedRoute;
@@ -30,6 +31,7 @@ pub(crate) struct State {
     method: u8,
     route: Option<MatchedPath>,
     echo: Option<Echo>,
+    trace_id: Option<super::context::TraceId>,
     request_size: Option<u64>,
 }
 
@@ -40,6 +42,7 @@ impl State {
             method: Some(method_label(self.method)),
             route: Some(route),
             request_id: self.echo.as_ref().map(Echo::request_id),
+            trace_id: self.trace_id,
         }
     }
 
@@ -49,6 +52,7 @@ impl State {
         method: u8,
         route: Option<MatchedPath>,
         echo: Option<Echo>,
+        trace_id: Option<super::context::TraceId>,
         request_size: Option<u64>,
     ) -> Self {
         shared.stats.start();
@@ -61,6 +65,7 @@ impl State {
             method,
             route,
             echo,
+            trace_id,
             request_size,
         }
     }
@@ -102,6 +107,7 @@ pin_project! {
         #[pin]
         inner: Instrumented<F>,
         state: Option<State>,
+        ids: Option<LogIds>,
     }
 }
 
@@ -114,10 +120,11 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: Instrumented<F>, state: State) -> Self {
+    pub(crate) fn new(inner: Instrumented<F>, state: State, ids: Option<LogIds>) -> Self {
         Self {
             inner,
             state: Some(state),
+            ids,
         }
     }
 }
@@ -132,6 +139,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // The request's ids for every event written while it is polled (see `log_ids`).
+        let _ids = Scope::enter(this.ids);
         let result = std::task::ready!(this.inner.as_mut().poll(cx));
         let Some(mut state) = this.state.take() else {
             return Poll::Ready(result);

@@ -68,9 +68,13 @@ pub mod context;
 pub mod metrics;
 pub mod stats;
 
+#[cfg(feature = "otel")]
+pub mod otel;
+
 mod config;
 mod future;
 mod layer;
+mod log_ids;
 mod prometheus;
 mod route;
 mod service;
@@ -87,6 +91,7 @@ pub use context::{
 };
 pub use future::ResponseFuture;
 pub use layer::{ObserveHandle, ObserveLayer};
+pub use log_ids::WithRequestIds;
 pub use prometheus::{
     CONTENT_TYPE, MetricsService, PrometheusExporter, merge_expositions, prometheus_builder,
 };
@@ -95,6 +100,8 @@ pub use service::Observe;
 pub use stats::{
     InFlightGuard, LatencyHistogram, StatsConfig, StatsConfigBuilder, StatsRecorder, StatsSnapshot,
 };
+#[cfg(feature = "otel")]
+pub use trace::init_tracing_with_otel;
 pub use trace::{
     HttpTraceLayer, InitError, LogFormat, MakeRequestSpan, OnRequestEnd, OnRequestFailure,
     init_tracing, trace_layer,

@@ -10,9 +10,10 @@ use http_body::Body;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::context;
+use super::context::{self, TraceContext};
 use super::future::{ResponseFuture, State};
 use super::layer::Shared;
+use super::log_ids::{LogIds, Scope};
 use super::metrics::method_index;
 use super::trace::make_span;
 
@@ -67,16 +68,34 @@ where
         let method = method_index(req.method());
         let route = req.extensions().get::<MatchedPath>().cloned();
         let span = make_span(&config.trace, &req, route.as_ref().map(MatchedPath::as_str));
+        let trace_ctx = req.extensions().get::<TraceContext>();
+        #[cfg(feature = "otel")]
+        if let Some(ctx) = trace_ctx {
+            super::otel::start_span(&span, ctx);
+        }
+        let mut ids = echo.as_ref().map(|e| LogIds {
+            trace_id: trace_ctx.map(|c| c.trace_id),
+            request_id: Some(e.request_id_value().clone()),
+        });
         let request_size = if config.body_sizes {
             request_size(&req)
         } else {
             None
         };
-        let state = State::begin(shared.clone(), start, method, route, echo, request_size);
+        let state = State::begin(
+            shared.clone(),
+            start,
+            method,
+            route,
+            echo,
+            trace_ctx.map(|c| c.trace_id),
+            request_size,
+        );
         let future = {
+            let _ids = Scope::enter(&mut ids);
             let _entered = span.enter();
             self.inner.call(req)
         };
-        ResponseFuture::new(future.instrument(span), state)
+        ResponseFuture::new(future.instrument(span), state, ids)
     }
 }

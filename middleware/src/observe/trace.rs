@@ -64,6 +64,8 @@ pub(crate) fn make_span<B>(config: &TraceConfig, req: &Request<B>, route: Option
         request_id,
         trace_id,
         span_id,
+        http.response.status_code = tracing::field::Empty,
+        otel.kind = "server",
     )
 }
 
@@ -74,6 +76,7 @@ pub(crate) struct EventContext<'a> {
     pub(crate) method: Option<&'a str>,
     pub(crate) route: Option<&'a str>,
     pub(crate) request_id: Option<&'a str>,
+    pub(crate) trace_id: Option<super::context::TraceId>,
 }
 
 /// Emits the completion event inside `span`.
@@ -96,12 +99,14 @@ pub(crate) fn log_response(
             http.request.method = ctx.method,
             http.route = ctx.route,
             request_id = ctx.request_id,
+            trace_id = ctx.trace_id.map(tracing::field::display),
             http.response.status_code = status,
             latency_ms,
             "request completed"
         );
         return;
     }
+    span.record("http.response.status_code", status);
     let _entered = span.enter();
     dyn_event!(
         level,
@@ -126,6 +131,7 @@ pub(crate) fn log_failure(
             http.request.method = ctx.method,
             http.route = ctx.route,
             request_id = ctx.request_id,
+            trace_id = ctx.trace_id.map(tracing::field::display),
             error = %error,
             latency_ms,
             "request failed"
@@ -288,6 +294,10 @@ pub enum InitError {
 /// Installs a global `tracing` subscriber writing to stderr in `format`, filtered by `filter`
 /// (`EnvFilter` directives such as `info,palisade=debug`; empty means `info`).
 ///
+/// Every event written while [`ObserveLayer`](super::ObserveLayer) serves a request carries
+/// the request's `trace_id` and `request_id` ([`WithRequestIds`](super::WithRequestIds)), at any level and whether or
+/// not the request span is enabled.
+///
 /// ```
 /// use palisade::observe::{LogFormat, init_tracing};
 /// assert!(init_tracing(LogFormat::Json, "not a [valid filter").is_err());
@@ -295,8 +305,67 @@ pub enum InitError {
 /// assert!(init_tracing(LogFormat::Compact, "warn").is_err()); // only once per process
 /// ```
 pub fn init_tracing(format: LogFormat, filter: &str) -> Result<(), InitError> {
+    install(format, filter, None)
+}
+
+/// [`init_tracing`] plus OpenTelemetry export through `otel` (feature `otel`): the log output
+/// keeps `filter`; the exporter gets the same directives plus the request span, whatever its
+/// level (see [`OtelExporter::filter`](super::otel::OtelExporter::filter)).
+#[cfg(feature = "otel")]
+pub fn init_tracing_with_otel(
+    format: LogFormat,
+    filter: &str,
+    otel: &super::otel::OtelExporter,
+) -> Result<(), InitError> {
+    use tracing_subscriber::Layer as _;
+    let otel_filter = otel.filter(filter).map_err(|e| InitError::Filter {
+        filter: filter.to_owned(),
+        reason: e.to_string(),
+    })?;
+    install(
+        format,
+        filter,
+        Some(otel.layer().with_filter(otel_filter).boxed()),
+    )
+}
+
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// The log output for `format` (stderr, request ids added), unfiltered.
+pub(crate) fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::fmt::format::format as fmt_format;
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => layer
+            .json()
+            .event_format(super::WithRequestIds::json(
+                fmt_format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ))
+            .boxed(),
+        LogFormat::Pretty => layer
+            .pretty()
+            .event_format(super::WithRequestIds::text(fmt_format().pretty()))
+            .boxed(),
+        LogFormat::Compact => layer
+            .compact()
+            .event_format(super::WithRequestIds::text(fmt_format().compact()))
+            .boxed(),
+    }
+}
+
+fn install(format: LogFormat, filter: &str, otel: Option<BoxedLayer>) -> Result<(), InitError> {
     use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
 
     let directives = if filter.trim().is_empty() {
         "info"
@@ -307,19 +376,10 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> Result<(), InitError> {
         filter: directives.to_owned(),
         reason: e.to_string(),
     })?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .finish()
-            .try_init(),
-        LogFormat::Pretty => builder.pretty().finish().try_init(),
-        LogFormat::Compact => builder.compact().finish().try_init(),
-    };
-    result.map_err(|e| InitError::AlreadyInstalled(e.to_string()))
+    let mut layers: Vec<BoxedLayer> = vec![log_layer(format).with_filter(env_filter).boxed()];
+    layers.extend(otel);
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| InitError::AlreadyInstalled(e.to_string()))
 }

@@ -16,12 +16,19 @@
 //! 2. **observe** ([`Stack::observe`]): request id, trace context, span, metrics, live latency.
 //!    It sees every refusal made further in.
 //! 3. **rate limit** ([`Stack::rate_limit`]): refusing early spends nothing.
-//! 4. **circuit breaker** ([`Stack::circuit_breaker`], or
+//! 4. **concurrency limit** ([`Stack::concurrency_limit`]): beyond N requests in flight, a `503`
+//!    with `Retry-After` at once, before any expensive work. Outside the breaker, so shedding
+//!    under load never counts as a failure of the service.
+//! 5. **circuit breaker** ([`Stack::circuit_breaker`], or
 //!    [`Stack::circuit_breaker_per_route`]): an open breaker answers `503` before
 //!    the cache or the service is asked; what reaches the service is what it judges.
-//! 5. **response cache** ([`Stack::response_cache`]): hits answer here, misses go on.
-//! 6. *(timeouts and load shedding join here, next to the service)*
-//! 7. the service.
+//! 6. **request timeout** ([`Stack::timeout`]): `504` when the service does not answer in time
+//!    (`408` while the request body is still arriving). Inside the breaker, so a service that
+//!    hangs opens it.
+//! 7. **response cache** ([`Stack::response_cache`]): hits answer here, misses go on.
+//! 8. the service. Its request body is a [`TimeoutBody`](crate::timeout::TimeoutBody) (the
+//!    original body, unchanged, watched by the timeout when there is one); an axum `Router`
+//!    takes any body.
 //!
 //! # Guarantees
 //!
@@ -112,10 +119,12 @@ use crate::circuit_breaker::{
     ByRoute, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer,
     CircuitBreakerService, HttpClassifier, Inbound, Keyed, KeyedCircuitBreaker,
 };
+use crate::concurrency::{ConcurrencyLimitConfig, ConcurrencyLimitHandle, ConcurrencyLimitLayer};
 use crate::control::{ComponentKind, Handle, Registry};
 use crate::observe::{ObserveConfig, ObserveHandle, ObserveLayer};
 use crate::rate_limit::{KeySource, RateLimitConfig, RateLimitHandle, RateLimitLayer};
 use crate::shutdown::{Drain, DrainConfig, DrainLayer};
+use crate::timeout::{TimeoutConfig, TimeoutHandle, TimeoutLayer};
 
 pub use self::body::StackBody;
 pub use self::error::StackError;
@@ -136,8 +145,8 @@ pub struct Stack {
     rate_limit: Option<RateLimitConfig>,
     circuit_breaker: Option<(CircuitBreakerConfig, BreakerScope)>,
     response_cache: Option<ResponseCacheConfig>,
-    // Timeouts and load shedding: their configs join here, and their layers between the response
-    // cache and the service (see `StackLayer::layer`).
+    timeout: Option<TimeoutConfig>,
+    concurrency_limit: Option<ConcurrencyLimitConfig>,
 }
 
 impl Stack {
@@ -185,6 +194,21 @@ impl Stack {
         self
     }
 
+    /// The request timeout (`504`, or `408` while the body is still arriving), registered under
+    /// the config's name; see [`timeout`](crate::timeout).
+    pub fn timeout(mut self, config: TimeoutConfig) -> Self {
+        self.timeout = Some(config);
+        self
+    }
+
+    /// The concurrency limit with load shedding (`503` + `Retry-After` beyond N in flight, fixed
+    /// or adaptive), registered under the config's name; see
+    /// [`concurrency`](crate::concurrency).
+    pub fn concurrency_limit(mut self, config: ConcurrencyLimitConfig) -> Self {
+        self.concurrency_limit = Some(config);
+        self
+    }
+
     /// Registers the stack's handles in `registry` instead of a new one, e.g. one that already
     /// holds other components (a data cache, a breaker around a database) or that several stacks
     /// share. Names must still be unique per kind.
@@ -223,13 +247,21 @@ impl Stack {
             .map(ResponseCacheLayer::new)
             .transpose()
             .map_err(StackError::ResponseCache)?;
+        let timeout = self.timeout.map(TimeoutLayer::new);
+        let concurrency_limit = self.concurrency_limit.map(ConcurrencyLimitLayer::new);
 
         // All names first, so a clash leaves the registry as it was.
         let mut handles: Vec<&dyn HandleRef> = Vec::new();
         if let Some((_, h)) = &rate_limit {
             handles.push(h);
         }
+        if let Some((_, h)) = &concurrency_limit {
+            handles.push(h);
+        }
         if let Some((_, h)) = &circuit_breaker {
+            handles.push(h);
+        }
+        if let Some((_, h)) = &timeout {
             handles.push(h);
         }
         if let Some((_, h)) = &response_cache {
@@ -267,7 +299,9 @@ impl Stack {
                 observe,
                 rate_limit,
                 needs_peer,
+                concurrency_limit,
                 circuit_breaker,
+                timeout,
                 response_cache,
                 warned_no_peer: AtomicBool::new(false),
             }),
@@ -317,7 +351,9 @@ pub(crate) struct Parts {
     pub(crate) rate_limit: Option<(RateLimitLayer, RateLimitHandle)>,
     /// A rate-limit policy keys by client IP (or exempts client networks).
     pub(crate) needs_peer: bool,
+    pub(crate) concurrency_limit: Option<(ConcurrencyLimitLayer, ConcurrencyLimitHandle)>,
     pub(crate) circuit_breaker: Option<(BreakerLayer, CircuitBreakerHandle)>,
+    pub(crate) timeout: Option<(TimeoutLayer, TimeoutHandle)>,
     pub(crate) response_cache: Option<(ResponseCacheLayer, ResponseCacheHandle)>,
     /// The missing-peer error was logged (once per stack).
     pub(crate) warned_no_peer: AtomicBool,
@@ -339,7 +375,9 @@ impl fmt::Debug for StackLayer {
             .field("drain", &p.drain)
             .field("observe", &p.observe.is_some())
             .field("rate_limit", &p.rate_limit.is_some())
+            .field("concurrency_limit", &p.concurrency_limit.is_some())
             .field("circuit_breaker", &p.circuit_breaker.is_some())
+            .field("timeout", &p.timeout.is_some())
             .field("response_cache", &p.response_cache.is_some())
             .finish()
     }
@@ -375,6 +413,16 @@ impl StackLayer {
     /// The response cache's handle, when the response cache is part of the stack.
     pub fn response_cache(&self) -> Option<&ResponseCacheHandle> {
         self.parts.response_cache.as_ref().map(|(_, h)| h)
+    }
+
+    /// The request timeout's handle, when a timeout is part of the stack.
+    pub fn timeout(&self) -> Option<&TimeoutHandle> {
+        self.parts.timeout.as_ref().map(|(_, h)| h)
+    }
+
+    /// The concurrency limit's handle, when a concurrency limit is part of the stack.
+    pub fn concurrency_limit(&self) -> Option<&ConcurrencyLimitHandle> {
+        self.parts.concurrency_limit.as_ref().map(|(_, h)| h)
     }
 
     /// Whether requests must carry their peer address (a rate-limit policy keys by client IP or
@@ -463,12 +511,13 @@ impl StackLayer {
 /// become one hand-written state machine without changing the API.
 pub(crate) type Chain<S> = crate::shutdown::DrainService<Either<Observed<S>, Limited<S>>>;
 type Observed<S> = crate::observe::Observe<Limited<S>>;
-type Limited<S> = Either<crate::rate_limit::RateLimit<Broken<S>>, Broken<S>>;
-type Broken<S> = Either<Either<OneBreaker<S>, RouteBreakers<S>>, Cached<S>>;
-type OneBreaker<S> = CircuitBreakerService<Cached<S>>;
+type Limited<S> = Either<crate::rate_limit::RateLimit<Shed<S>>, Shed<S>>;
+type Shed<S> = Either<crate::concurrency::ConcurrencyLimit<Broken<S>>, Broken<S>>;
+type Broken<S> = Either<Either<OneBreaker<S>, RouteBreakers<S>>, Timed<S>>;
+type OneBreaker<S> = CircuitBreakerService<Timed<S>>;
 type RouteBreakers<S> =
-    CircuitBreakerService<Cached<S>, HttpClassifier, Inbound, Keyed<ByRoute, String>>;
-// Timeouts and load shedding: their `Either`s go between `Cached` and `S`.
+    CircuitBreakerService<Timed<S>, HttpClassifier, Inbound, Keyed<ByRoute, String>>;
+type Timed<S> = Either<crate::timeout::Timeout<Cached<S>>, slot::Untimed<Cached<S>>>;
 type Cached<S> = Either<crate::cache::response::ResponseCache<S>, slot::Uncached<S>>;
 
 impl<S> Layer<S> for StackLayer {
@@ -482,21 +531,28 @@ impl<S> Layer<S> for StackLayer {
 impl Parts {
     /// Composes the layers around `inner`, innermost first.
     pub(crate) fn chain<S>(&self, inner: S) -> Chain<S> {
-        // Timeouts and load shedding wrap `inner` here, before the response cache.
         let cached = match &self.response_cache {
             Some((layer, _)) => Either::Left(layer.layer(inner)),
             None => Either::Right(slot::Uncached::new(inner)),
         };
-        let broken = match &self.circuit_breaker {
-            Some((Either::Left(one), _)) => Either::Left(Either::Left(one.layer(cached))),
-            Some((Either::Right(per_route), _)) => {
-                Either::Left(Either::Right(per_route.layer(cached)))
-            }
-            None => Either::Right(cached),
+        let timed = match &self.timeout {
+            Some((layer, _)) => Either::Left(layer.layer(cached)),
+            None => Either::Right(slot::Untimed::new(cached)),
         };
-        let limited = match &self.rate_limit {
+        let broken = match &self.circuit_breaker {
+            Some((Either::Left(one), _)) => Either::Left(Either::Left(one.layer(timed))),
+            Some((Either::Right(per_route), _)) => {
+                Either::Left(Either::Right(per_route.layer(timed)))
+            }
+            None => Either::Right(timed),
+        };
+        let shed = match &self.concurrency_limit {
             Some((layer, _)) => Either::Left(layer.layer(broken)),
             None => Either::Right(broken),
+        };
+        let limited = match &self.rate_limit {
+            Some((layer, _)) => Either::Left(layer.layer(shed)),
+            None => Either::Right(shed),
         };
         let observed = match &self.observe {
             Some((layer, _)) => Either::Left(layer.layer(limited)),

@@ -13,6 +13,7 @@ use tower::Service;
 use super::future::ResponseFuture;
 use super::{Chain, Parts, StackBody};
 use crate::problem::Problem;
+use crate::timeout::TimeoutBody;
 
 /// A service inside every layer of a [`StackLayer`](super::StackLayer). See the
 /// [module docs](super).
@@ -54,7 +55,10 @@ impl<S: fmt::Debug> fmt::Debug for StackService<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for StackService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<TimeoutBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: fmt::Display + Send + 'static,
     ReqBody: Body + Send + 'static,

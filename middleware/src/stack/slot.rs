@@ -71,3 +71,39 @@ where
         Poll::Ready(Ok(res.map(CacheBody::passthrough)))
     }
 }
+
+/// The request timeout's place in a stack built without one: hands the request body on as an
+/// untracked [`TimeoutBody`](crate::timeout::TimeoutBody), so the service sees one request body
+/// type either way.
+#[derive(Debug, Clone)]
+pub struct Untimed<S> {
+    inner: S,
+}
+
+impl<S> Untimed<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    define_inner_service_accessors!();
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for Untimed<S>
+where
+    S: Service<Request<crate::timeout::TimeoutBody<ReqBody>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        self.inner
+            .call(req.map(crate::timeout::TimeoutBody::untracked))
+    }
+}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::timeout::TimeoutBody;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -52,9 +53,9 @@ fn counting(
     calls: &Arc<AtomicU64>,
     status: StatusCode,
     cache_control: &'static str,
-) -> BoxCloneService<Request<Body>, Response<Full<Bytes>>, Infallible> {
+) -> BoxCloneService<Request<TimeoutBody<Body>>, Response<Full<Bytes>>, Infallible> {
     let calls = Arc::clone(calls);
-    BoxCloneService::new(service_fn(move |_req: Request<Body>| {
+    BoxCloneService::new(service_fn(move |_req: Request<TimeoutBody<Body>>| {
         calls.fetch_add(1, Ordering::Relaxed);
         async move {
             Ok::<_, Infallible>(
@@ -419,4 +420,168 @@ async fn per_route_breakers_keep_healthy_routes_open() {
         .map(|c| c.name)
         .collect();
     assert_eq!(names, ["routes"]);
+}
+
+// === timeout and concurrency limit ===
+
+/// A service that never answers until `release` is notified.
+fn hanging(
+    release: &Arc<tokio::sync::Notify>,
+) -> BoxCloneService<Request<TimeoutBody<Body>>, Response<Full<Bytes>>, Infallible> {
+    let release = Arc::clone(release);
+    BoxCloneService::new(service_fn(move |_req: Request<TimeoutBody<Body>>| {
+        let release = Arc::clone(&release);
+        async move {
+            release.notified().await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late"))))
+        }
+    }))
+}
+
+fn timeout_config(ms: u64) -> crate::timeout::TimeoutConfig {
+    crate::timeout::TimeoutConfig::builder()
+        .timeout(Duration::from_millis(ms))
+        .build()
+        .unwrap()
+}
+
+fn concurrency_config(n: u32) -> crate::concurrency::ConcurrencyLimitConfig {
+    crate::concurrency::ConcurrencyLimitConfig::builder()
+        .max_in_flight(n)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn timeout_and_concurrency_limit_register_in_the_stack_order() {
+    let stack = Stack::new()
+        .observe(ObserveConfig::default())
+        .rate_limit(limits(5))
+        .concurrency_limit(concurrency_config(8))
+        .circuit_breaker(CircuitBreakerConfig::five_consecutive_failures())
+        .timeout(timeout_config(1000))
+        .response_cache(ResponseCacheConfig::default())
+        .build()
+        .unwrap();
+    let names: Vec<_> = stack
+        .registry()
+        .snapshot()
+        .into_iter()
+        .map(|c| (c.kind, c.name))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (ComponentKind::Limit, "api".to_owned()),
+            (ComponentKind::Limit, "concurrency".to_owned()),
+            (ComponentKind::Limit, "timeout".to_owned()),
+            (ComponentKind::Breaker, "default".to_owned()),
+            (ComponentKind::Cache, "responses".to_owned()),
+        ]
+    );
+    assert_eq!(stack.timeout().map(|h| h.name()), Some("timeout"));
+    assert_eq!(
+        stack.concurrency_limit().map(|h| h.name()),
+        Some("concurrency")
+    );
+    // Changed at runtime through the registry, like every other component.
+    let admin = stack.admin_router(
+        AdminConfig::builder()
+            .read_write_token("ops", TOKEN)
+            .build()
+            .unwrap(),
+    );
+    let req = Request::put("/admin/v1/limits/timeout")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({ "timeout_ms": 250 }).to_string()))
+        .unwrap();
+    let res = admin.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(stack.timeout().unwrap().settings().timeout_ms, 250);
+}
+
+#[tokio::test]
+async fn a_name_shared_by_the_timeout_and_a_limit_policy_is_refused() {
+    let err = Stack::new()
+        .rate_limit(limits(5))
+        .timeout(
+            crate::timeout::TimeoutConfig::builder()
+                .name("api")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, StackError::DuplicateName { kind: ComponentKind::Limit, name } if name == "api"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_service_is_cut_at_the_timeout_and_opens_the_breaker() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let stack = Stack::new()
+        .circuit_breaker(CircuitBreakerConfig::consecutive_failures(
+            2,
+            Duration::from_secs(60),
+        ))
+        .timeout(timeout_config(100))
+        .build()
+        .unwrap();
+    let svc = stack.layer(hanging(&release));
+    for _ in 0..2 {
+        let res = svc
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    // The timeout is inside the breaker: two 504s are two failures, and it opened.
+    assert_eq!(
+        stack.circuit_breaker().unwrap().state(),
+        Some(crate::circuit_breaker::State::Open)
+    );
+    assert_eq!(stack.timeout().unwrap().stats().timed_out, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shedding_happens_before_the_breaker_and_never_counts_as_a_failure() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let stack = Stack::new()
+        .concurrency_limit(concurrency_config(1))
+        .circuit_breaker(CircuitBreakerConfig::consecutive_failures(
+            2,
+            Duration::from_secs(60),
+        ))
+        .build()
+        .unwrap();
+    let svc = stack.layer(hanging(&release));
+    let admitted = tokio::spawn(
+        svc.clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap()),
+    );
+    // Wait until the first request holds the only slot.
+    while stack.concurrency_limit().unwrap().stats().in_flight == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..5 {
+        let res = svc
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().contains_key("retry-after"));
+    }
+    assert_eq!(
+        stack.circuit_breaker().unwrap().state(),
+        Some(crate::circuit_breaker::State::Closed),
+        "shed requests never reached the breaker"
+    );
+    release.notify_one();
+    let res = admitted.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }

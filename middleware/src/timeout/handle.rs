@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::config::{ConfigError, TimeoutSettings};
 use super::shared::Shared;
-use crate::control::{self, Change, Component, ComponentKind, DuplicateName, FieldError, Registry};
+use crate::control::{self, Change, Component, ComponentKind, FieldError};
 
 /// Runtime control of a [`TimeoutLayer`](super::TimeoutLayer). `Clone + Send + Sync`;
 /// implements [`Component`] (kind [`Limit`](ComponentKind::Limit), so the admin API serves it
@@ -107,11 +107,6 @@ impl TimeoutHandle {
             cancelled: c.cancelled.load(Ordering::Relaxed),
             exempt: c.exempt.load(Ordering::Relaxed),
         }
-    }
-
-    /// Registers this handle under its name.
-    pub fn register(&self, registry: &Registry) -> Result<(), DuplicateName> {
-        registry.register(self.shared.name.clone(), Arc::new(self.clone()))
     }
 }
 

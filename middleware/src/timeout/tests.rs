@@ -205,7 +205,7 @@ async fn exempt_paths_and_disabled_timing_run_to_completion() {
 async fn runtime_changes_apply_to_new_requests_and_invalid_ones_change_nothing() {
     let (layer, handle) = layer(100);
     let registry = Registry::new();
-    handle.register(&registry).unwrap();
+    registry.add(&handle).unwrap();
     let svc = layer.layer(sleeper(Arc::new(AtomicBool::new(false))));
 
     // A request in flight keeps the deadline it started with.
