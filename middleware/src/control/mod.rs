@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What kind of layer a component controls; the admin API groups components by kind.
@@ -112,8 +113,7 @@ pub struct Change {
 ///
 /// ```
 /// use palisade::control::{ApplyLock, Component, ComponentKind, DynComponent, FieldError, Registry, Stats};
-/// use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+/// use serde::{Deserialize, Serialize};
 /// use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,7 +156,7 @@ use serde::{Deserialize, Serialize};
 ///     fn act(&self, action: KnobAction) -> Result<KnobStats, Vec<FieldError>> {
 ///         let KnobAction::Turn { by } = action;
 ///         self.turns.fetch_add(by, Ordering::Relaxed);
-///         Ok(self.stats())
+///         Ok(Component::stats(self)) // both traits are in scope here
 ///     }
 /// }
 ///
