@@ -122,7 +122,7 @@ impl CacheHandle {
         self.core.stats()
     }
 
-    /// Replaces the configuration (same rules as [`Component::apply`]); after an L1 resize,
+    /// Replaces the configuration (same rules as [`DynComponent::apply`]); after an L1 resize,
     /// waits until the old entries are migrated.
     ///
     /// # Errors

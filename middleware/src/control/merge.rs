@@ -1,11 +1,12 @@
 //! Combining one component's statistics from several worker processes.
 //!
-//! Each component declares how its fields combine ([`Component::stats_merge`]): counters add
-//! up, a rate keeps the worst worker's, a store shared by all workers (a shared-memory zone)
-//! reports the same zone-wide numbers in every worker and is counted once, a state keeps the
-//! most severe. Fields a component does not declare follow [`Merge::Default`].
+//! Each component's statistics declare how their fields combine ([`Stats::merge_rules`]):
+//! counters add up, a rate keeps the worst worker's, a store shared by all workers (a
+//! shared-memory zone) reports the same zone-wide numbers in every worker and is counted once,
+//! a state keeps the most severe, latency histograms add exactly. Fields a component does not
+//! declare follow [`Merge::Default`].
 //!
-//! [`Component::stats_merge`]: super::Component::stats_merge
+//! [`Stats::merge_rules`]: super::Stats::merge_rules
 
 use serde_json::Value;
 
@@ -122,12 +123,14 @@ fn merge_into(acc: &mut Value, other: &Value, path: &str, rules: &[FieldMerge]) 
 fn merge_histograms(acc: &mut Value, other: &Value) {
     let decode = |v: &Value| serde_json::from_value::<LatencyStats>(v.clone()).ok();
     match (decode(acc), decode(other)) {
-        (Some(mut a), Some(b)) => {
-            if a.hdr.add(&b.hdr).is_ok() {
-                let merged = LatencyStats::from_histogram(a.hdr);
-                if let Ok(v) = serde_json::to_value(merged) {
-                    *acc = v;
-                }
+        (Some(a), Some(b)) => {
+            let mut sum = a.hdr;
+            let merged = sum
+                .add(&b.hdr)
+                .ok()
+                .and_then(|()| serde_json::to_value(LatencyStats::from_histogram(sum)).ok());
+            if let Some(v) = merged {
+                *acc = v;
             }
         }
         (None, Some(_)) => *acc = other.clone(),

@@ -81,7 +81,7 @@ impl RateLimitHandle {
 
 /// Runtime control of one policy; implements [`Component`] (kind `limit`).
 ///
-/// Settings (what [`Component::settings`] returns and [`Component::apply`] accepts as a JSON
+/// Settings (what [`Component::settings`] returns and [`DynComponent::apply`] accepts as a JSON
 /// merge patch): `{"rate": 100, "per": "1s", "burst": 20, "mode": "enforce"}`. `per` also takes
 /// a number of seconds, and `per_secs` is accepted as an alias. A change is validated as a whole
 /// (zero rate, period outside 1 ms ..= 366 d, burst 0 or above 10 000 000, more than 10 million
