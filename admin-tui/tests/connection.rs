@@ -1,9 +1,10 @@
-//! The client and the connection task against a fake admin server: SSE parsing, polling
-//! fallback, error classification (refused, 401, timeout), reconnect with backoff, changes
-//! with If-Match and validation errors — and the whole main loop on a `TestBackend`.
+//! The client and the connection task against the real admin API (`palisade::admin` over real
+//! layer handles, see `support/server.rs`): SSE parsing, polling fallback, error
+//! classification (refused, 401, timeout), reconnect with backoff, changes with If-Match and
+//! validation errors — and the whole main loop on a `TestBackend`.
 
-#[path = "support/fake.rs"]
-mod fake;
+#[path = "support/server.rs"]
+mod server;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,13 +24,13 @@ use ratatui::layout::{Position, Size};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-const TOKEN: &str = "test-token";
+const TOKEN: &str = "test-token-0123456789abcdef";
 /// Upper bound for anything to happen; tests normally finish far sooner.
 const DEADLINE: Duration = Duration::from_secs(10);
 
 struct Server {
     addr: SocketAddr,
-    fake: fake::Fake,
+    demo: std::sync::Arc<server::Demo>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -42,11 +43,13 @@ impl Server {
     async fn start_on(addr: SocketAddr, stream: bool) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (fake, stop) = fake::Fake::new(TOKEN, 2, stream, Duration::from_millis(50));
-        let task = tokio::spawn(fake::serve(listener, fake.clone()));
+        let demo = std::sync::Arc::new(server::Demo::new(TOKEN, 2, Duration::from_millis(50)));
+        let (stop, stopped) = watch::channel(false);
+        let serving = std::sync::Arc::clone(&demo);
+        let task = tokio::spawn(async move { serving.serve(listener, stopped, stream).await });
         Self {
             addr,
-            fake,
+            demo,
             stop,
             task,
         }
@@ -60,7 +63,7 @@ impl Server {
         let _ = self.stop.send(true);
         tokio::time::timeout(DEADLINE, self.task)
             .await
-            .expect("fake server did not shut down")
+            .expect("admin server did not shut down")
             .unwrap();
     }
 }
@@ -140,7 +143,7 @@ async fn snapshot_and_event_stream_are_parsed() {
         assert_eq!(s.limits.len(), 2);
         last = s.seq;
     }
-    assert_eq!(server.fake.hits("GET stream"), 1);
+    assert_eq!(server.demo.hits("GET /admin/v1/stream"), 1);
     drop(stream);
     server.stop().await;
 }
@@ -154,14 +157,14 @@ async fn a_wrong_or_missing_token_is_classified_as_401() {
         .unwrap_err();
     assert_eq!(
         err,
-        ClientError::Unauthorized("invalid bearer token".into())
+        ClientError::Unauthorized("the bearer token is not valid for this server".into())
     );
     assert_eq!(err.class(), "401");
     let err = client(&server.url(), None).stream(None).await.unwrap_err();
-    assert_eq!(
-        err,
-        ClientError::Unauthorized("missing bearer token".into())
-    );
+    let ClientError::Unauthorized(why) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(why.contains("Authorization: Bearer"), "{why}");
     // The connection task reports it and keeps retrying.
     let (mut rx, _ctl, task) = spawn_connection(client(&server.url(), Some("nope")));
     let (ev, _) = wait_for(&mut rx, |e| {
@@ -269,7 +272,7 @@ async fn without_an_event_stream_it_polls_the_snapshot() {
         }
     }
     assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
-    assert!(server.fake.hits("GET snapshot") >= 3);
+    assert!(server.demo.hits("GET /admin/v1/snapshot") >= 3);
     task.abort();
     server.stop().await;
 }
@@ -367,9 +370,10 @@ async fn changes_carry_if_match_and_surface_validation_errors() {
         version,
         patch,
     };
+    let v0 = c.snapshot().await.unwrap().limits[0].version;
     // Invalid value: 400 with the field named, nothing changed.
     let err = c
-        .execute(&update(1, json!({"burst": 0})))
+        .execute(&update(v0, json!({"burst": 0})))
         .await
         .unwrap_err();
     let ClientError::Api(problem) = err else {
@@ -378,19 +382,23 @@ async fn changes_carry_if_match_and_surface_validation_errors() {
     assert_eq!(problem.status, 400);
     assert_eq!(problem.errors[0].field, "burst");
     assert!(problem.errors[0].reason.contains("at least 1"), "{problem}");
-    assert_eq!(server.fake.settings("api")["burst"], 20);
+    assert_eq!(
+        server.demo.settings(ComponentKind::Limit, "api")["burst"],
+        20
+    );
     // Stale version: 412.
     let err = c
-        .execute(&update(7, json!({"burst": 30})))
+        .execute(&update(v0 + 7, json!({"burst": 30})))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(412));
     // Valid: applied, version bumped, audited.
-    let ok = c.execute(&update(1, json!({"burst": 30}))).await.unwrap();
-    assert_eq!(ok["version"], 2);
+    let ok = c.execute(&update(v0, json!({"burst": 30}))).await.unwrap();
+    assert_eq!(ok["version"], v0 + 1);
+    assert_eq!(ok["propagation"]["workers"][0]["outcome"], "applied");
     let s = c.snapshot().await.unwrap();
     let api = s.limits.iter().find(|l| l.name == "api").unwrap();
-    assert_eq!((api.version, &api.settings["burst"]), (2, &json!(30)));
+    assert_eq!((api.version, &api.settings["burst"]), (v0 + 1, &json!(30)));
     assert_eq!(s.audit.last().unwrap().target, "limits/api");
     // Actions and worker commands.
     let act = ApiRequest::Action {
@@ -468,7 +476,7 @@ fn special(code: KeyCode, mods: KeyModifiers) -> Event {
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    tokio::time::timeout(DEADLINE, async {
+    tokio::time::timeout(DEADLINE / 2, async {
         while !check() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -495,13 +503,14 @@ async fn the_main_loop_edits_a_limit_end_to_end() {
         connection: fast_config(),
         ..RunConfig::default()
     };
-    let fake = server.fake.clone();
+    let demo = std::sync::Arc::clone(&server.demo);
+    let last_screen = std::sync::Arc::clone(&screen);
     let shown = move |text: &str| screen.lock().contains(text);
     let script = tokio::spawn(async move {
         eventually("the workers on screen", || shown("Workers (2/2)")).await;
-        // Limits panel, second column (burst: the panel leads with rate, per, burst, mode and
-        // this server's settings have no `per`), edit, clear, type 50, Enter, confirm.
-        for ev in [key('4'), key('l'), key('e')] {
+        // Limits panel, third column (burst: the panel leads with rate, per, burst, mode),
+        // edit, clear, type 50, Enter, confirm.
+        for ev in [key('4'), key('l'), key('l'), key('e')] {
             keys_tx.send(Ok(ev)).unwrap();
         }
         keys_tx
@@ -516,7 +525,7 @@ async fn the_main_loop_edits_a_limit_end_to_end() {
             keys_tx.send(Ok(ev)).unwrap();
         }
         eventually("the limit to change", || {
-            fake.settings("api")["burst"] == 50
+            demo.settings(ComponentKind::Limit, "api")["burst"] == 50
         })
         .await;
         eventually("the success message", || {
@@ -536,8 +545,9 @@ async fn the_main_loop_edits_a_limit_end_to_end() {
             .send(Ok(special(KeyCode::Enter, KeyModifiers::NONE)))
             .unwrap();
         keys_tx.send(Ok(key('y'))).unwrap();
+        // The edit stays open with the refusal (the reasons are in the notice, checked below).
         eventually("the validation error", || {
-            shown("✖ burst: must be an integer of at least 1")
+            shown("✖ 1 field was refused; nothing changed")
         })
         .await;
         keys_tx
@@ -550,7 +560,12 @@ async fn the_main_loop_edits_a_limit_end_to_end() {
         app::run(&mut terminal, input, state, c, config, Styles::new(false)),
     )
     .await
-    .expect("the dashboard did not quit")
+    .unwrap_or_else(|_| {
+        panic!(
+            "the dashboard did not quit; screen:\n{}",
+            last_screen.lock()
+        )
+    })
     .unwrap();
     script.await.unwrap();
     let screen = terminal.backend().inner.to_string();
@@ -560,13 +575,14 @@ async fn the_main_loop_edits_a_limit_end_to_end() {
         .unwrap_or_else(|| panic!("no notice; mode {:?}\n{screen}", state.mode));
     assert_eq!(notice.level, Level::Error, "{}", notice.text);
     assert!(
-        notice
-            .text
-            .contains("burst: must be an integer of at least 1"),
+        notice.text.contains("burst: must be at least 1 (got 0)"),
         "{}",
         notice.text
     );
-    assert_eq!(server.fake.settings("api")["burst"], 50);
+    assert_eq!(
+        server.demo.settings(ComponentKind::Limit, "api")["burst"],
+        50
+    );
     let snapshot = state.snapshot.expect("data");
     assert_eq!(
         snapshot

@@ -140,6 +140,11 @@ mod macros;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// `docs/writing-a-component.md`, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/writing-a-component.md")]
+pub struct WritingAComponentDoctests;
+
 #[cfg(feature = "admin")]
 pub mod admin;
 #[cfg(feature = "cache")]

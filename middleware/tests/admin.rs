@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use palisade::admin::{self, Admin, AdminBackend, AdminConfig, AdminConfigBuilder, BackendError};
 use palisade::control::model::{ServerInfo, Snapshot, Traffic, WorkerInfo};
-use palisade::control::{Change, Component, ComponentKind, FieldError, Registry, merge_patch};
+use palisade::control::{Change, ComponentKind, DynComponent, FieldError, Registry, merge_patch};
 use palisade_tests::http::{Client, Response};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ impl TestLimit {
     }
 }
 
-impl Component for TestLimit {
+impl DynComponent for TestLimit {
     fn kind(&self) -> ComponentKind {
         ComponentKind::Limit
     }
@@ -110,7 +110,7 @@ struct TestBreaker {
     state: Mutex<&'static str>,
 }
 
-impl Component for TestBreaker {
+impl DynComponent for TestBreaker {
     fn kind(&self) -> ComponentKind {
         ComponentKind::Breaker
     }
@@ -152,7 +152,7 @@ struct TestCache {
     keys: Mutex<BTreeSet<String>>,
 }
 
-impl Component for TestCache {
+impl DynComponent for TestCache {
     fn kind(&self) -> ComponentKind {
         ComponentKind::Cache
     }

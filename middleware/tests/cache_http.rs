@@ -15,7 +15,7 @@ use palisade::cache::response::{
     ResponseCacheLayer,
 };
 use palisade::cache::{CacheConfig, EvictionPolicy};
-use palisade::control::Component;
+use palisade::control::DynComponent;
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::time::{Instant, advance, sleep};
@@ -730,10 +730,10 @@ async fn the_handle_invalidates_paths_and_applies_settings() {
     assert_eq!(handle.config().max_body_bytes, 4);
     assert_eq!(handle.store().config().l1_capacity_bytes, 2_097_152);
     assert_eq!(
-        Component::settings(&handle)["store"]["l1_capacity_bytes"],
+        DynComponent::settings(&handle)["store"]["l1_capacity_bytes"],
         2_097_152
     );
-    assert!(Component::stats(&handle)["store"]["l1"]["hits"].is_u64());
+    assert!(DynComponent::stats(&handle)["store"]["l1"]["hits"].is_u64());
 
     handle.action("flush", &json!({})).unwrap();
     sleep(Duration::from_millis(1)).await;

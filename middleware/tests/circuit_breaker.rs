@@ -14,7 +14,7 @@ use palisade::circuit_breaker::{
     CallError, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerConfigBuilder,
     CircuitBreakerLayer, ErrorClassifier, KeyedCircuitBreaker, Outcome, State,
 };
-use palisade::control::Component;
+use palisade::control::DynComponent;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::advance;
@@ -120,7 +120,7 @@ async fn count_window_opens_at_exact_threshold_and_open_never_calls_inner() {
     assert_eq!(body["breaker"], "test");
     assert_eq!(body["retry_after_ms"], 2_500);
     assert_eq!(calls.load(Ordering::SeqCst), 12, "open: inner never called");
-    assert_eq!(handle.stats()["rejected"], 1);
+    assert_eq!(handle.stats().rejected, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -238,7 +238,7 @@ async fn slow_calls_open_the_breaker() {
         Some(State::Open),
         "2 slow of the last 4 = 50 %"
     );
-    assert_eq!(handle.stats()["calls"]["slow_success"], 2);
+    assert_eq!(handle.stats().calls.slow_success, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -319,7 +319,13 @@ async fn half_open_admits_exactly_n_concurrent_probes_then_closes() {
     assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 97);
     assert_eq!(handle.state(), Some(State::Closed));
     assert_eq!(
-        handle.stats()["last_transition"]["reason"],
+        handle
+            .stats()
+            .breaker
+            .unwrap()
+            .last_transition
+            .unwrap()
+            .reason,
         "half-open probes succeeded"
     );
 }
@@ -355,7 +361,7 @@ async fn half_open_failure_reopens_for_another_wait() {
     assert_eq!(status_of(&mut svc, "/200").await, 200);
     assert_eq!(handle.state(), Some(State::Closed));
     // closed → open → half-open → open → half-open → closed
-    assert_eq!(handle.stats()["transitions"], 5);
+    assert_eq!(handle.stats().transitions, 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -378,7 +384,7 @@ async fn stale_result_from_before_a_transition_is_ignored() {
     assert_eq!(b.state(), State::HalfOpen);
     probe.success();
     assert_eq!(b.state(), State::Closed);
-    assert_eq!(b.handle().stats()["stale"], 1);
+    assert_eq!(b.handle().stats().stale, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -400,7 +406,7 @@ async fn dropped_response_future_counts_as_cancelled() {
     }
     assert_eq!(handle.state(), Some(State::Closed));
     assert_eq!(handle.window().unwrap().calls, 0);
-    assert_eq!(handle.stats()["calls"]["cancelled"], 5);
+    assert_eq!(handle.stats().calls.cancelled, 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -420,8 +426,8 @@ async fn call_timeout_answers_504_and_counts_a_failure() {
     let res = svc.ready().await.unwrap().call(get("/")).await.unwrap();
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(handle.state(), Some(State::Open));
-    assert_eq!(handle.stats()["timeouts"], 1);
-    assert_eq!(handle.stats()["calls"]["failure"], 1);
+    assert_eq!(handle.stats().timeouts, 1);
+    assert_eq!(handle.stats().calls.failure, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -500,7 +506,7 @@ async fn invalid_change_is_rejected_and_changes_nothing() {
     let b = CircuitBreaker::new(config().count_window(10).minimum_calls(5).build().unwrap());
     let handle = b.handle();
     b.try_acquire().unwrap().failure();
-    let before = Component::settings(&handle);
+    let before = DynComponent::settings(&handle);
     let version = handle.version();
     let errors = handle
         .apply(
@@ -522,7 +528,7 @@ async fn invalid_change_is_rejected_and_changes_nothing() {
             .is_err()
     );
     assert_eq!(
-        Component::settings(&handle),
+        DynComponent::settings(&handle),
         before,
         "nothing applied, not even the valid field"
     );
@@ -534,7 +540,7 @@ async fn invalid_change_is_rejected_and_changes_nothing() {
         .unwrap();
     assert_eq!(dry.after["wait_in_open_ms"], 5000);
     assert_eq!(
-        Component::settings(&handle),
+        DynComponent::settings(&handle),
         before,
         "a dry run changes nothing"
     );
@@ -569,10 +575,10 @@ async fn handle_actions_drive_operator_states() {
         "not keyed"
     );
     let stats = handle.stats();
-    assert_eq!(stats["state"], "closed");
-    assert_eq!(stats["calls"]["success"], 1);
-    assert_eq!(stats["rejected"], 1);
-    assert_eq!(stats["transitions"], 3);
+    assert_eq!(stats.state(), Some(State::Closed));
+    assert_eq!(stats.calls.success, 1);
+    assert_eq!(stats.rejected, 1);
+    assert_eq!(stats.transitions, 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -593,16 +599,18 @@ async fn keyed_breakers_are_isolated_and_bounded() {
     assert_eq!(status_of(&mut svc, "/a/200").await, 503, "key a is open");
     assert_eq!(status_of(&mut svc, "/b/200").await, 200, "key b is not");
     let stats = handle.stats();
-    assert_eq!(stats["keyed"], true);
-    assert_eq!(stats["states"]["open"], 1);
-    assert_eq!(stats["breakers"][0]["key"], "a", "open keys listed first");
+    assert!(stats.keyed);
+    let keyed = stats.keys.as_ref().unwrap();
+    assert_eq!(keyed.states.open, 1);
+    assert_eq!(keyed.breakers[0].key, "a", "open keys listed first");
 
     for i in 0..1000 {
         status_of(&mut svc, &format!("/k{i}/200")).await;
     }
     let stats = handle.stats();
-    assert_eq!(stats["keys"], 64);
-    assert_eq!(stats["evictions"], 1002 - 64);
+    let keyed = stats.keys.as_ref().unwrap();
+    assert_eq!(keyed.keys, 64);
+    assert_eq!(keyed.evictions, 1002 - 64);
     assert_eq!(
         status_of(&mut svc, "/a/200").await,
         503,
@@ -688,10 +696,10 @@ async fn concurrent_calls_keep_counts_consistent() {
     let w = b.window();
     assert_eq!((w.calls, w.failures), (20_000, 10_000));
     let stats = b.handle().stats();
-    assert_eq!(stats["calls"]["failure"], 10_000);
-    assert_eq!(stats["calls"]["success"], 10_000);
-    assert_eq!(stats["calls"]["cancelled"], 10_000);
-    assert_eq!(stats["calls"]["ignored"], 10_000);
+    assert_eq!(stats.calls.failure, 10_000);
+    assert_eq!(stats.calls.success, 10_000);
+    assert_eq!(stats.calls.cancelled, 10_000);
+    assert_eq!(stats.calls.ignored, 10_000);
     assert_eq!(b.state(), State::Closed);
 }
 

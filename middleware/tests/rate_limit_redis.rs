@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use http::{Request, Response};
 use palisade::circuit_breaker::{CircuitBreakerConfig, State};
-use palisade::control::Component;
+use palisade::control::DynComponent;
 use palisade::rate_limit::{
     FailureMode, KeySource, PeerAddr, PolicyConfig, RateLimit, RateLimitConfig, RateLimitHandle,
     RateLimitLayer, RedisOptions, RedisStore,

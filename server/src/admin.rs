@@ -17,7 +17,7 @@ use palisade::admin::{
     self, AdminBackend, AdminConfig, Applied, BackendError, BackendFuture, LocalBackend,
 };
 use palisade::control::model::{Propagation, ServerInfo, Traffic, WorkerInfo};
-use palisade::control::{Change, Component, ComponentKind, FieldError, Registry};
+use palisade::control::{Change, ComponentKind, DynComponent, FieldError, Registry};
 use palisade::observe::{CONTENT_TYPE, PrometheusExporter, StatsRecorder, merge_expositions};
 use parking_lot::RwLock;
 use serde_json::{Value, json};
@@ -564,7 +564,7 @@ impl AdminBackend for SupervisorBackend {
 #[derive(Debug)]
 pub struct Aggregated {
     name: String,
-    inner: Arc<dyn Component>,
+    inner: Arc<dyn DynComponent>,
     handle: SupervisorHandle,
 }
 
@@ -586,7 +586,7 @@ impl Aggregated {
     }
 }
 
-impl Component for Aggregated {
+impl DynComponent for Aggregated {
     fn kind(&self) -> ComponentKind {
         self.inner.kind()
     }

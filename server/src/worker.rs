@@ -206,7 +206,7 @@ async fn invalidate_local(state: &AppState, cache: &str, key: &str) -> Option<St
 #[cfg(feature = "test-routes")]
 fn refuses_changes(
     worker_id: u32,
-    component: &dyn palisade::control::Component,
+    component: &dyn palisade::control::DynComponent,
     patch: &serde_json::Value,
 ) -> bool {
     let chosen = std::env::var("TEST_PALISADE_REFUSE_CHANGES")
@@ -223,7 +223,7 @@ fn refuses_changes(
 #[cfg(not(feature = "test-routes"))]
 fn refuses_changes(
     _worker_id: u32,
-    _component: &dyn palisade::control::Component,
+    _component: &dyn palisade::control::DynComponent,
     _patch: &serde_json::Value,
 ) -> bool {
     false

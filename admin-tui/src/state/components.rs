@@ -8,6 +8,7 @@
 //! does not report show as `-`. Nested objects are flattened to dotted paths (`window.size`),
 //! which is also how an edit names its field.
 
+use palisade::control::stats::{BreakerStats, CacheStats, ResponseCacheStats};
 use palisade::control::{ComponentKind, ComponentSnapshot};
 use serde_json::{Map, Value};
 
@@ -28,6 +29,24 @@ pub fn cache_store(stats: &Value) -> &Value {
         Some(store) if stats.get("l1").is_none() && store.get("l1").is_some() => store,
         _ => stats,
     }
+}
+
+/// A Palisade cache's typed statistics: a two-level cache's, or an HTTP response cache's
+/// `store`; `None` for stats of another shape (a custom component), which the panels read
+/// field by field instead.
+pub fn typed_cache(stats: &Value) -> Option<CacheStats> {
+    serde_json::from_value::<CacheStats>(stats.clone())
+        .ok()
+        .or_else(|| {
+            serde_json::from_value::<ResponseCacheStats>(stats.clone())
+                .ok()
+                .map(|r| r.store)
+        })
+}
+
+/// A Palisade breaker's typed statistics; `None` for stats of another shape.
+pub fn typed_breaker(stats: &Value) -> Option<BreakerStats> {
+    serde_json::from_value(stats.clone()).ok()
 }
 
 /// How healthy a cache's L2 (Redis) level is.
@@ -53,13 +72,23 @@ impl L2Health {
     /// assert_eq!(L2Health::of(&json!({"l2": {"breaker": "open"}})), L2Health::Open);
     /// ```
     pub fn of(stats: &Value) -> Self {
+        if let Some(typed) = typed_cache(stats) {
+            return match typed.l2 {
+                None => Self::Off,
+                Some(l2) => Self::from_breaker(&l2.breaker),
+            };
+        }
         match cache_store(stats).get("l2") {
             None | Some(Value::Null) => Self::Off,
-            Some(l2) => match l2.get("breaker").and_then(Value::as_str) {
-                Some("open") => Self::Open,
-                Some("half_open") => Self::Probing,
-                _ => Self::Ok,
-            },
+            Some(l2) => Self::from_breaker(l2.get("breaker").and_then(Value::as_str).unwrap_or("")),
+        }
+    }
+
+    fn from_breaker(state: &str) -> Self {
+        match state {
+            "open" => Self::Open,
+            "half_open" => Self::Probing,
+            _ => Self::Ok,
         }
     }
 
@@ -85,6 +114,17 @@ impl L2Health {
 /// assert_eq!(breaker_state(&keyed).as_deref(), Some("open ×2"));
 /// ```
 pub fn breaker_state(stats: &Value) -> Option<String> {
+    if let Some(typed) = typed_breaker(stats) {
+        return match (&typed.breaker, &typed.keys) {
+            (Some(b), _) => Some(b.state.to_string()),
+            (None, Some(keys)) => Some(
+                keys.states
+                    .worst()
+                    .map_or_else(|| "closed".to_owned(), |(s, n)| format!("{s} ×{n}")),
+            ),
+            (None, None) => None,
+        };
+    }
     if let Some(state) = stats.get("state").and_then(Value::as_str) {
         return Some(state.to_owned());
     }
@@ -130,6 +170,8 @@ fn flatten_into<'a>(map: &'a Map<String, Value>, prefix: &str, out: &mut Vec<(St
             format!("{prefix}.{k}")
         };
         match v {
+            // An HDR histogram's encoding is for merging, not for reading.
+            Value::String(_) if k == "hdr" => {}
             Value::Object(inner) => flatten_into(inner, &path, out),
             other => out.push((path, other)),
         }
@@ -583,6 +625,56 @@ mod tests {
         let flat = json!({"hits": 1, "misses": 3});
         let levels = cache_levels(&flat);
         assert_eq!((levels.len(), levels[0].hit_ratio()), (1, Some(0.25)));
+    }
+
+    #[test]
+    fn palisade_stats_are_read_typed() {
+        use palisade::control::stats::{
+            BreakerState, BreakerStats, CallCounts, KeyedStats, StateCounts,
+        };
+        let mut states = StateCounts::default();
+        states.add(BreakerState::HalfOpen);
+        states.add(BreakerState::HalfOpen);
+        states.add(BreakerState::Closed);
+        let keyed = BreakerStats {
+            keyed: true,
+            breaker: None,
+            keys: Some(KeyedStats {
+                keys: 3,
+                max_keys: 10,
+                states,
+                ..KeyedStats::default()
+            }),
+            calls: CallCounts::default(),
+            timeouts: 0,
+            rejected: 0,
+            stale: 0,
+            transitions: 2,
+        };
+        let v = serde_json::to_value(&keyed).unwrap();
+        assert_eq!(breaker_state(&v).as_deref(), Some("half_open ×2"));
+        let latency =
+            serde_json::to_value(palisade::control::stats::LatencyStats::default()).unwrap();
+        let cache = json!({
+            "l1": {"hits": 3, "misses": 1, "entries": 2, "weighted_bytes": 10,
+                   "capacity_bytes": 100, "evictions": 0, "expirations": 0},
+            "l2": {"hits": 0, "misses": 0, "corrupt": 0, "errors": 1, "timeouts": 0,
+                   "skipped_open": 0, "writes": 0, "oversize": 0, "breaker": "half_open",
+                   "pending_invalidations": 0,
+                   "backplane": {"enabled": false, "connected": false, "received": 0,
+                                 "published": 0, "reconnects": 0}},
+            "loads": {"total": 1, "ok": 1, "errors": 0, "timeouts": 0, "coalesced": 0,
+                      "bypassed": 0, "latency_mean_ms": 1.0, "latency_max_ms": 1.0,
+                      "latency": latency},
+            "negative_hits": 0, "stale_served": 0, "fail_safe": 0, "soft_timeouts": 0
+        });
+        let typed = typed_cache(&cache).expect("a two-level cache's stats");
+        assert_eq!(typed.l1_hit_ratio(), Some(0.75));
+        assert_eq!(L2Health::of(&cache), L2Health::Probing);
+        assert!(
+            !flatten(&cache).iter().any(|(p, _)| p.ends_with("hdr")),
+            "histogram encodings are not shown"
+        );
     }
 
     #[test]

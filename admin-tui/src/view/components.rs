@@ -14,7 +14,7 @@ use super::{filter_note, panel_block};
 use crate::format;
 use crate::state::components::{
     Column, ColumnSource, L2Health, breaker_state, cache_levels, cache_store, columns, flatten,
-    lookup,
+    lookup, typed_cache,
 };
 use crate::state::{Mode, State, panel_of};
 
@@ -283,7 +283,11 @@ fn cell(
         ColumnSource::CacheSize => {
             let l1 = cache_store(&c.stats).get("l1");
             let field = |k: &str| l1.and_then(|l| l.get(k)).and_then(Value::as_u64);
-            match (field("weighted_bytes"), field("capacity_bytes")) {
+            let sizes = match typed_cache(&c.stats) {
+                Some(t) => (Some(t.l1.weighted_bytes), Some(t.l1.capacity_bytes)),
+                None => (field("weighted_bytes"), field("capacity_bytes")),
+            };
+            match sizes {
                 (Some(used), Some(cap)) => {
                     #[allow(clippy::cast_precision_loss, reason = "a ratio for colour")]
                     let full = cap > 0 && used as f64 >= cap as f64 * 0.95;
@@ -325,10 +329,15 @@ fn cell(
             }
         }
         ColumnSource::HitRatio(level) => {
-            let ratio = cache_levels(&c.stats)
-                .into_iter()
-                .find(|l| l.name == *level)
-                .and_then(|l| l.hit_ratio());
+            let typed = typed_cache(&c.stats);
+            let ratio = match (typed, level.as_str()) {
+                (Some(t), "l1") => t.l1_hit_ratio(),
+                (Some(t), "l2") => t.l2_hit_ratio(),
+                _ => cache_levels(&c.stats)
+                    .into_iter()
+                    .find(|l| l.name == *level)
+                    .and_then(|l| l.hit_ratio()),
+            };
             match ratio {
                 Some(r) => {
                     let tone = if r >= 0.8 {

@@ -10,7 +10,7 @@ use palisade::cache::{CacheConfig, TwoLevelCache};
 use palisade::circuit_breaker::{
     CircuitBreakerConfig, CircuitBreakerLayer, CircuitBreakerSettings,
 };
-use palisade::control::{Component, merge_json, merge_patch};
+use palisade::control::{DynComponent, merge_json, merge_patch};
 use palisade::rate_limit::{KeySource, Limits, PolicyConfig, RateLimitConfig, RateLimitLayer};
 use serde_json::{Map, Value, json};
 
@@ -29,7 +29,7 @@ pub(crate) enum Target {
 pub(crate) const TARGETS: [Target; 3] = [Target::Limit, Target::Breaker, Target::Cache];
 
 /// A fresh handle of this kind, as the reference server builds it.
-fn component(target: Target) -> Arc<dyn Component> {
+fn component(target: Target) -> Arc<dyn DynComponent> {
     match target {
         Target::Limit => {
             let config = RateLimitConfig::builder()

@@ -83,7 +83,7 @@ pub enum Applied {
         action: String,
         /// Its arguments (`{}` when none were given).
         args: Value,
-        /// What [`Component::action`](crate::control::Component::action) returned.
+        /// What [`DynComponent::action`](crate::control::DynComponent::action) returned.
         result: Value,
         /// The token id that ran it.
         actor: String,

@@ -19,7 +19,7 @@ use super::audit::now_ms;
 use super::auth::{Caller, payload_too_large};
 use super::backend::{Applied, BackendError};
 use crate::control::model::{AuditEntry, Outcome, Propagation, Snapshot, WorkerInfo};
-use crate::control::{Component, ComponentKind, FieldError, snapshot_of};
+use crate::control::{ComponentKind, DynComponent, FieldError, snapshot_of};
 use crate::problem::Problem;
 
 /// An error response (boxed: error paths are rare, `Result`s stay small); `?` turns a
@@ -212,7 +212,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>> {
         .map_err(|e| invalid(vec![e], "the If-Match header could not be read").into())
 }
 
-fn find(shared: &Shared, kind: ComponentKind, name: &str) -> Result<Arc<dyn Component>> {
+fn find(shared: &Shared, kind: ComponentKind, name: &str) -> Result<Arc<dyn DynComponent>> {
     shared
         .registry
         .get_kind(kind, name)
@@ -401,7 +401,7 @@ async fn apply_settings(
     shared: &Arc<Shared>,
     kind: ComponentKind,
     name: &str,
-    component: &Arc<dyn Component>,
+    component: &Arc<dyn DynComponent>,
     precondition: Option<&Precondition>,
     req: PutRequest,
     caller: &Caller,
@@ -537,7 +537,7 @@ fn roll_back(
     shared: &Shared,
     kind: ComponentKind,
     name: &str,
-    component: &Arc<dyn Component>,
+    component: &Arc<dyn DynComponent>,
     change: &crate::control::Change,
     patch: &Value,
     caller: &Caller,

@@ -14,7 +14,7 @@ use super::auth::ct_eq;
 use super::handlers::{Precondition, parse_if_match, parse_put};
 use super::stream::last_event_id;
 use super::*;
-use crate::control::{Change, Component, FieldError, merge_patch};
+use crate::control::{ApplyLock, Component, DynComponent, FieldError, NoAction};
 
 const RW: &str = "rw-secret-0123456789abcdef";
 const RO: &str = "ro-secret-0123456789abcdef";
@@ -30,6 +30,7 @@ struct KnobSettings {
 struct Knob {
     settings: ArcSwap<KnobSettings>,
     version: AtomicU64,
+    lock: ApplyLock,
 }
 
 impl Knob {
@@ -37,26 +38,37 @@ impl Knob {
         Arc::new(Self {
             settings: ArcSwap::from_pointee(KnobSettings { rate: 10, burst: 5 }),
             version: AtomicU64::new(1),
+            lock: ApplyLock::new(),
         })
     }
 }
 
+#[derive(Debug, Serialize)]
+struct NoStats {}
+
+impl crate::control::Stats for NoStats {}
+
 impl Component for Knob {
-    fn kind(&self) -> ComponentKind {
-        ComponentKind::Limit
-    }
+    type Settings = KnobSettings;
+    type Stats = NoStats;
+    type Action = NoAction;
+    type Outcome = NoAction;
+    const KIND: ComponentKind = ComponentKind::Limit;
+
     fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
-    fn settings(&self) -> Value {
-        serde_json::to_value(&**self.settings.load()).unwrap()
+    fn settings(&self) -> KnobSettings {
+        (**self.settings.load()).clone()
     }
-    fn stats(&self) -> Value {
-        json!({})
+    fn stats(&self) -> NoStats {
+        NoStats {}
     }
-    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
-        let current = self.settings.load_full();
-        let next: KnobSettings = merge_patch(&*current, patch)?;
+    fn validate(
+        &self,
+        _current: &KnobSettings,
+        next: &KnobSettings,
+    ) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         if next.rate == 0 {
             errors.push(FieldError::new("rate", "must be at least 1 (got 0)"));
@@ -64,18 +76,18 @@ impl Component for Knob {
         if next.burst == 0 {
             errors.push(FieldError::new("burst", "must be at least 1 (got 0)"));
         }
-        if !errors.is_empty() {
-            return Err(errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
         }
-        let change = Change {
-            before: serde_json::to_value(&*current).unwrap(),
-            after: serde_json::to_value(&next).unwrap(),
-        };
-        if !dry_run {
-            self.settings.store(Arc::new(next));
-            self.version.fetch_add(1, Ordering::AcqRel);
-        }
-        Ok(change)
+    }
+    fn commit(&self, next: KnobSettings) {
+        self.settings.store(Arc::new(next));
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+    fn apply_lock(&self) -> &ApplyLock {
+        &self.lock
     }
 }
 
@@ -343,7 +355,7 @@ async fn unauthenticated_and_read_only_requests_are_refused() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(knob.version(), 1);
+    assert_eq!(DynComponent::version(&*knob), 1);
 }
 
 #[tokio::test]
@@ -422,10 +434,20 @@ async fn ttl_change_reverts_when_the_time_is_up() {
     assert!(body["revert_at_ms"].as_u64().is_some());
 
     tokio::time::sleep(Duration::from_secs(29)).await;
-    assert_eq!(knob.settings()["rate"], 99, "not reverted before the TTL");
+    assert_eq!(
+        DynComponent::settings(&*knob)["rate"],
+        99,
+        "not reverted before the TTL"
+    );
 
-    assert!(eventually(Duration::from_secs(2), || knob.settings()["rate"] == 10).await);
-    assert_eq!(knob.version(), 3);
+    assert!(
+        eventually(
+            Duration::from_secs(2),
+            || DynComponent::settings(&*knob)["rate"] == 10
+        )
+        .await
+    );
+    assert_eq!(DynComponent::version(&*knob), 3);
     let audit = admin.audit().recent(10);
     let actions: Vec<_> = audit.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["update", "revert"]);
@@ -461,8 +483,11 @@ async fn ttl_revert_is_skipped_after_a_newer_change() {
     assert!(eventually(Duration::from_secs(12), || admin.audit().last_seq() == 3).await);
     let last = &admin.audit().recent(1)[0];
     assert_eq!(last.action, "revert_skipped");
-    assert_eq!(knob.settings(), json!({"rate": 99, "burst": 7}));
-    assert_eq!(knob.version(), 3);
+    assert_eq!(
+        DynComponent::settings(&*knob),
+        json!({"rate": 99, "burst": 7})
+    );
+    assert_eq!(DynComponent::version(&*knob), 3);
 }
 
 #[derive(Debug, Default)]
@@ -568,7 +593,7 @@ async fn a_put_that_changes_nothing_keeps_the_version_and_is_not_audited() {
         assert!(body.get("audit_seq").is_none(), "{body}");
         assert!(body.get("revert_at_ms").is_none(), "{body}");
     }
-    assert_eq!(knob.version(), 1);
+    assert_eq!(DynComponent::version(&*knob), 1);
     assert!(admin.audit().recent(10).is_empty());
 
     // A real change still bumps the version and is audited.

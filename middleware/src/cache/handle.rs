@@ -6,20 +6,19 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::config::{CacheConfig, ConfigError};
 use super::stats::CacheStats;
 use super::two_level::{Inner, Inval, invalidate};
-use crate::control::{Change, Component, ComponentKind, FieldError, merge_patch};
+use crate::control::{ApplyLock, Component, ComponentKind, DynComponent, FieldError};
 
 /// The type-erased operations a handle needs from a cache.
 pub(crate) trait CacheControl: Send + Sync + 'static {
     fn config(&self) -> Arc<CacheConfig>;
     fn version(&self) -> u64;
     fn stats(&self) -> CacheStats;
-    fn apply_lock(&self) -> &Mutex<()>;
+    fn apply_lock(&self) -> &ApplyLock;
     /// Validates a complete next configuration against the rules and the current one.
     fn check(&self, next: &CacheConfig) -> Result<(), ConfigError>;
     /// Swaps the configuration in; returns the L1 migration to run after a resize.
@@ -43,7 +42,7 @@ where
         Inner::stats(self)
     }
 
-    fn apply_lock(&self) -> &Mutex<()> {
+    fn apply_lock(&self) -> &ApplyLock {
         &self.apply_lock
     }
 
@@ -123,7 +122,7 @@ impl CacheHandle {
         self.core.stats()
     }
 
-    /// Replaces the configuration (same rules as [`Component::apply`]); after an L1 resize,
+    /// Replaces the configuration (same rules as [`DynComponent::apply`]); after an L1 resize,
     /// waits until the old entries are migrated.
     ///
     /// # Errors
@@ -198,80 +197,99 @@ impl CacheHandle {
     }
 }
 
-fn string_arg(args: &Value, name: &str) -> Result<String, Vec<FieldError>> {
-    args.get(name)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| vec![FieldError::new(name, "a string is required")])
+/// An operator action on a cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum CacheAction {
+    /// Remove one key (its [`CacheKey`](super::CacheKey) string) everywhere.
+    Invalidate {
+        /// The key.
+        key: String,
+    },
+    /// Remove every key starting with `prefix` everywhere.
+    InvalidatePrefix {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Remove every entry of the cache's namespace everywhere.
+    Flush,
+}
+
+/// The answer to a cache action: it runs in the background (and reaches other nodes through
+/// the backplane).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Always `true`: the action was started.
+    pub accepted: bool,
+    /// The action's name.
+    pub action: String,
+    /// For a response cache, the key prefix removed (empty for `flush`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+impl Accepted {
+    pub(crate) fn new(action: &str, prefix: Option<String>) -> Self {
+        Self {
+            accepted: true,
+            action: action.to_owned(),
+            prefix,
+        }
+    }
 }
 
 impl Component for CacheHandle {
-    fn kind(&self) -> ComponentKind {
-        ComponentKind::Cache
-    }
+    type Settings = CacheConfig;
+    type Stats = CacheStats;
+    type Action = CacheAction;
+    type Outcome = Accepted;
+    const KIND: ComponentKind = ComponentKind::Cache;
+    const ACTIONS: &'static [&'static str] = &["invalidate", "invalidate_prefix", "flush"];
 
     fn version(&self) -> u64 {
         self.core.version()
     }
 
-    fn settings(&self) -> Value {
-        serde_json::to_value(&*self.core.config()).unwrap_or(Value::Null)
+    fn settings(&self) -> CacheConfig {
+        (*self.core.config()).clone()
     }
 
-    fn stats(&self) -> Value {
-        serde_json::to_value(self.core.stats()).unwrap_or(Value::Null)
+    fn stats(&self) -> CacheStats {
+        self.core.stats()
     }
 
-    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
-        let _guard = self.core.apply_lock().lock();
-        let current = self.core.config();
-        let next: CacheConfig = merge_patch(&*current, patch)?;
-        self.core.check(&next).map_err(|e| field_errors(&e))?;
-        let before = serde_json::to_value(&*current).unwrap_or(Value::Null);
-        let after = serde_json::to_value(&next).unwrap_or(Value::Null);
-        if !dry_run
-            && let Some(migration) = Arc::clone(&self.core).commit(next)
+    fn validate(&self, _current: &CacheConfig, next: &CacheConfig) -> Result<(), Vec<FieldError>> {
+        self.core.check(next).map_err(|e| field_errors(&e))
+    }
+
+    fn commit(&self, next: CacheConfig) {
+        if let Some(migration) = Arc::clone(&self.core).commit(next)
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             rt.spawn(migration);
         }
-        Ok(Change { before, after })
     }
 
-    fn action(&self, action: &str, args: &Value) -> Result<Value, Vec<FieldError>> {
-        let what = match action {
-            "invalidate" => Inval::Key(string_arg(args, "key")?),
-            "invalidate_prefix" => Inval::Prefix(string_arg(args, "prefix")?),
-            "flush" => Inval::All,
-            other => {
-                return Err(vec![FieldError::new(
-                    "action",
-                    format!("unknown action `{other}` for a cache"),
-                )]);
+    fn apply_lock(&self) -> &ApplyLock {
+        self.core.apply_lock()
+    }
+
+    fn act(&self, action: CacheAction) -> Result<Accepted, Vec<FieldError>> {
+        let (name, what) = match action {
+            CacheAction::Invalidate { key } => ("invalidate", Inval::Key(key)),
+            CacheAction::InvalidatePrefix { prefix } => {
+                ("invalidate_prefix", Inval::Prefix(prefix))
             }
+            CacheAction::Flush => ("flush", Inval::All),
         };
         let fut = Arc::clone(&self.core).invalidate(what);
         self.spawn(fut)?;
-        Ok(json!({ "accepted": true, "action": action }))
-    }
-
-    fn actions(&self) -> &'static [&'static str] {
-        &["invalidate", "invalidate_prefix", "flush"]
-    }
-
-    fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
-        use crate::control::merge::Merge;
-        vec![
-            ("l2.breaker", Merge::Worst(&["open", "half_open", "closed"])),
-            ("l2.backplane.enabled", Merge::Once),
-            ("loads.latency_mean_ms", Merge::Max),
-            ("loads.latency_max_ms", Merge::Max),
-        ]
+        Ok(Accepted::new(name, None))
     }
 }
 
 impl crate::control::Handle for CacheHandle {
-    fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+    fn components(&self) -> Vec<(String, Arc<dyn DynComponent>)> {
         vec![(self.name(), Arc::new(self.clone()))]
     }
 }

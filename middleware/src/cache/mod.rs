@@ -79,8 +79,10 @@ mod two_level;
 
 pub use config::{CacheConfig, CacheConfigBuilder, ConfigError, EvictionPolicy, RedisConfig};
 pub use entry::{CacheError, CacheKey, CachedEntry};
-pub use handle::CacheHandle;
-pub use response::{ResponseCacheConfig, ResponseCacheHandle, ResponseCacheLayer};
+pub use handle::{Accepted, CacheAction, CacheHandle};
+pub use response::{
+    ResponseCacheAction, ResponseCacheConfig, ResponseCacheHandle, ResponseCacheLayer,
+};
 pub use stats::{
     BackplaneStats, CacheStats, L1Stats, L2Stats, LoadStats, METRIC_BACKPLANE, METRIC_CORRUPT,
     METRIC_ENTRIES, METRIC_EVICTIONS, METRIC_HITS, METRIC_L1_BYTES, METRIC_L2_ERRORS,

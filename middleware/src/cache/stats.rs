@@ -5,7 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
-use serde::{Deserialize, Serialize};
+use parking_lot::Mutex;
+
+use crate::control::histogram::LatencyHistogram;
+use crate::control::stats::LatencyStats;
+pub use crate::control::stats::{BackplaneStats, CacheStats, L1Stats, L2Stats, LoadStats};
 
 /// Metric: lookups answered by a level (`cache`, `level` = `l1`|`l2`).
 pub const METRIC_HITS: &str = "palisade_cache_hits_total";
@@ -125,6 +129,8 @@ pub(crate) struct Counters {
     load_max_nanos: AtomicU64,
     loads_in_flight: AtomicU64,
     load_histogram: Histogram,
+    /// Loader latencies for the handle's stats (merged exactly across workers).
+    load_hdr: Mutex<LatencyHistogram>,
     entries: Gauge,
     l1_bytes: Gauge,
 }
@@ -173,6 +179,7 @@ impl Counters {
             load_max_nanos: AtomicU64::new(0),
             loads_in_flight: AtomicU64::new(0),
             load_histogram: metrics::histogram!(METRIC_LOAD_DURATION, "cache" => n.clone()),
+            load_hdr: Mutex::new(LatencyHistogram::new()),
             entries: metrics::gauge!(METRIC_ENTRIES, "cache" => n.clone()),
             l1_bytes: metrics::gauge!(METRIC_L1_BYTES, "cache" => n.clone()),
             name: n,
@@ -198,6 +205,7 @@ impl Counters {
         self.load_nanos.fetch_add(n, Ordering::Relaxed);
         self.load_max_nanos.fetch_max(n, Ordering::Relaxed);
         self.load_histogram.record(d.as_secs_f64());
+        self.load_hdr.lock().record(d);
     }
 
     pub(crate) fn l1_size(&self, entries: u64, bytes: u64) {
@@ -231,6 +239,7 @@ impl Counters {
                 bypassed: self.bypassed.load(Ordering::Relaxed),
                 latency_mean_ms: mean_ms,
                 latency_max_ms: max_ms,
+                latency: LatencyStats::from_histogram(self.load_hdr.lock().clone()),
                 in_flight: self.loads_in_flight.load(Ordering::Relaxed),
             },
             negative_hits: self.negative_hits.load(Ordering::Relaxed),
@@ -239,110 +248,6 @@ impl Counters {
             soft_timeouts: self.stale_soft_timeout.get(),
         }
     }
-}
-
-/// Live statistics of a [`TwoLevelCache`](super::TwoLevelCache). Counters are monotonic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CacheStats {
-    /// The in-process level.
-    pub l1: L1Stats,
-    /// The Redis level, when configured.
-    pub l2: Option<L2Stats>,
-    /// Loader runs.
-    pub loads: LoadStats,
-    /// Lookups answered by a negative ("not found") entry.
-    pub negative_hits: u64,
-    /// Stale values served (fail-safe plus soft timeouts).
-    pub stale_served: u64,
-    /// Stale values served because the loader or L2 failed.
-    pub fail_safe: u64,
-    /// Stale values served because the load exceeded the soft timeout.
-    pub soft_timeouts: u64,
-}
-
-/// Statistics of L1.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct L1Stats {
-    /// Lookups answered by a fresh L1 entry.
-    pub hits: u64,
-    /// Lookups L1 could not answer.
-    pub misses: u64,
-    /// Entries held (approximate: moka applies pending writes lazily).
-    pub entries: u64,
-    /// Sum of entry weights in bytes.
-    pub weighted_bytes: u64,
-    /// Configured capacity in bytes.
-    pub capacity_bytes: u64,
-    /// Entries evicted to stay within capacity.
-    pub evictions: u64,
-    /// Entries removed after their stale horizon passed.
-    pub expirations: u64,
-}
-
-/// Statistics of L2.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct L2Stats {
-    /// Lookups answered by a fresh L2 entry.
-    pub hits: u64,
-    /// Lookups L2 could not answer with a fresh entry.
-    pub misses: u64,
-    /// Entries refused by the codec (corrupt, truncated, foreign, oversized).
-    pub corrupt: u64,
-    /// Calls that failed with an error.
-    pub errors: u64,
-    /// Calls that exceeded the timeout.
-    pub timeouts: u64,
-    /// Calls skipped because the L2 breaker was open.
-    pub skipped_open: u64,
-    /// Entries written.
-    pub writes: u64,
-    /// Values too large for L2 (kept in L1 only).
-    pub oversize: u64,
-    /// The L2 breaker state: `closed`, `open` or `half_open`.
-    pub breaker: String,
-    /// Invalidations waiting to be replayed on L2 after an outage.
-    pub pending_invalidations: u64,
-    /// The invalidation backplane.
-    pub backplane: BackplaneStats,
-}
-
-/// Statistics of the invalidation backplane.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackplaneStats {
-    /// Whether the backplane is enabled.
-    pub enabled: bool,
-    /// Whether the subscriber is connected.
-    pub connected: bool,
-    /// Messages from other nodes applied.
-    pub received: u64,
-    /// Messages published.
-    pub published: u64,
-    /// Re-subscriptions after a lost connection (each clears L1).
-    pub reconnects: u64,
-}
-
-/// Statistics of loader runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoadStats {
-    /// Loader runs.
-    pub total: u64,
-    /// Successful runs.
-    pub ok: u64,
-    /// Failed runs (errors and panics).
-    pub errors: u64,
-    /// Runs cut by the hard timeout.
-    pub timeouts: u64,
-    /// Callers that joined a load already running for their key.
-    pub coalesced: u64,
-    /// Calls whose key was too long to cache.
-    pub bypassed: u64,
-    /// Mean loader latency, milliseconds.
-    pub latency_mean_ms: f64,
-    /// Slowest loader run, milliseconds.
-    pub latency_max_ms: f64,
-    /// Loader runs in progress now.
-    #[serde(default)]
-    pub in_flight: u64,
 }
 
 /// A loader run in flight; see [`Counters::load_started`].

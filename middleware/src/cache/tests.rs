@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::time::{Instant, advance, sleep};
 
 use super::*;
-use crate::control::Component;
+use crate::control::DynComponent;
 
 fn config() -> CacheConfigBuilder {
     CacheConfig::builder()
@@ -502,7 +502,7 @@ async fn handle_applies_valid_patches_atomically_and_refuses_invalid_ones() {
     assert_eq!(h.settings()["max_stale_ms"], 100);
 
     c.set("k", 1).await;
-    assert!(Component::stats(&h)["l1"]["entries"].as_u64().is_some());
+    assert!(DynComponent::stats(&h)["l1"]["entries"].as_u64().is_some());
     assert!(h.action("nope", &json!({})).is_err());
     assert!(h.action("invalidate", &json!({})).is_err());
     h.action("invalidate", &json!({ "key": "k" })).unwrap();

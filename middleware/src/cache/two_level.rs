@@ -166,7 +166,7 @@ pub(crate) struct Inner<V> {
     next_flight: AtomicU64,
     weigher: Weigher<V>,
     has_l2: bool,
-    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) apply_lock: crate::control::ApplyLock,
     pub(crate) stats: Arc<Counters>,
     #[cfg(feature = "redis")]
     pub(crate) l2: Option<super::l2::L2<V>>,
@@ -727,7 +727,7 @@ where
             next_flight: AtomicU64::new(0),
             weigher: self.weigher,
             has_l2,
-            apply_lock: Mutex::new(()),
+            apply_lock: crate::control::ApplyLock::new(),
             stats,
             #[cfg(feature = "redis")]
             l2,

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::classify::{Classify, ErrorClassifier};
@@ -36,48 +35,11 @@ const FREE: u64 = (1 << CLOSED) | (1 << FORCED_CLOSED) | (1 << DISABLED);
 const NO_CLOCK: u64 = u64::MAX;
 const NANOS_PER_MS: u64 = 1_000_000;
 
-/// The state of a breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Calls flow; outcomes fill the sliding window.
-    Closed = 0,
-    /// Calls are refused until `wait_in_open` has passed.
-    Open = 1,
-    /// `half_open_max_calls` probes are admitted; their outcomes close or re-open the breaker.
-    HalfOpen = 2,
-    /// Operator state: every call is refused until an operator changes the state.
-    ForcedOpen = 3,
-    /// Operator state: every call is admitted and recorded (rates stay visible) but the breaker
-    /// never trips (resilience4j `METRICS_ONLY`).
-    ForcedClosed = 4,
-    /// Operator state: every call is admitted and nothing is recorded in the window.
-    Disabled = 5,
-}
+/// The state of a breaker (defined with the typed statistics, so readers without the
+/// `circuit-breaker` feature can use it).
+pub use crate::control::stats::BreakerState as State;
 
 impl State {
-    /// Every state, in gauge-index order.
-    pub const ALL: [State; 6] = [
-        Self::Closed,
-        Self::Open,
-        Self::HalfOpen,
-        Self::ForcedOpen,
-        Self::ForcedClosed,
-        Self::Disabled,
-    ];
-
-    /// `closed`, `open`, `half_open`, `forced_open`, `forced_closed` or `disabled`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-            Self::ForcedOpen => "forced_open",
-            Self::ForcedClosed => "forced_closed",
-            Self::Disabled => "disabled",
-        }
-    }
-
     fn from_kind(kind: u64) -> Self {
         match kind {
             OPEN => Self::Open,
@@ -87,12 +49,6 @@ impl State {
             DISABLED => Self::Disabled,
             _ => Self::Closed,
         }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -149,7 +105,7 @@ pub(crate) struct Shared {
     /// State kind new keys of a keyed breaker start in (operators can force all keys).
     pub(crate) initial: AtomicU8,
     pub(crate) epoch: Instant,
-    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) apply_lock: crate::control::ApplyLock,
     pub(crate) metrics: Metrics,
     hot: Padded<Hot>,
     pub(crate) counters: Padded<Counters>,
@@ -168,7 +124,7 @@ impl Shared {
             max_keys: config.max_keys(),
             initial: AtomicU8::new(State::Closed as u8),
             epoch: Instant::now(),
-            apply_lock: Mutex::new(()),
+            apply_lock: crate::control::ApplyLock::new(),
             metrics: Metrics::new(config.name()),
             hot: Padded(Hot {
                 slow_nanos: AtomicU64::new(u64::MAX),

@@ -4,13 +4,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::breaker::{CircuitBreaker, Shared, Snapshot};
 use super::config::{CircuitBreakerSettings, ConfigError};
 use super::metrics::CallKind;
 use super::{State, WindowStats};
-use crate::control::{self, Change, Component, ComponentKind, FieldError};
+use crate::control::stats::{
+    BreakerSnapshot, BreakerStats, BreakerWindow, CallCounts, HalfOpenStats, KeyedBreaker,
+    KeyedStats, StateCounts, Transition,
+};
+use crate::control::{ApplyLock, Component, ComponentKind, DynComponent, FieldError};
 
 /// What a keyed breaker exposes to its handle, with the key type erased.
 pub(crate) trait KeyedView: Send + Sync + 'static {
@@ -45,24 +49,12 @@ enum Target {
 ///
 /// # Stats
 ///
-/// ```json
-/// {
-///   "keyed": false,
-///   "state": "closed",                      // single breakers
-///   "window": { "kind": "count", "size": 100, "calls": 42, "failures": 3, "slow_calls": 0,
-///               "failure_rate": 7.14, "slow_call_rate": 0.0 },   // rates null when empty
-///   "retry_after_ms": null,                 // remaining open time when open
-///   "half_open": null,                      // { "probes_left", "completed", "failed", "slow" }
-///   "last_transition": { "from": "half_open", "to": "closed", "reason": "...", "ago_ms": 1200 },
-///   "calls": { "success": 0, "failure": 0, "slow_success": 0, "slow_failure": 0,
-///              "ignored": 0, "cancelled": 0 },
-///   "timeouts": 0, "rejected": 0, "stale": 0, "transitions": 0
-/// }
-/// ```
-///
-/// A keyed breaker reports `"keyed": true`, `keys`, `max_keys`, `evictions`, `states` (keys per
-/// state) and `breakers`: up to 50 keys, non-closed first, each with `key`, `state`, `window`,
-/// `retry_after_ms`; counters are totals over all keys (including evicted ones).
+/// [`BreakerStats`]: for a single breaker `state`, `window` (kind, size, calls, failures,
+/// slow calls and their rates in percent), `retry_after_ms` (time to the next probe when
+/// open), `half_open` (probes), `last_transition`; for a keyed breaker `keys`, `max_keys`,
+/// `evictions`, `states` (keys per state) and `breakers` (up to 50 keys, non-closed first).
+/// Both report call counters, `timeouts`, `rejected`, `stale` and `transitions`, totals over
+/// all keys (including evicted ones).
 ///
 /// # Actions
 ///
@@ -188,166 +180,216 @@ fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn rate(r: Option<f64>) -> Value {
-    r.map_or(Value::Null, |r| json!((r * 100.0).round() / 100.0))
+fn rate(r: Option<f64>) -> Option<f64> {
+    r.map(|r| (r * 100.0).round() / 100.0)
 }
 
-fn window_json(settings: &CircuitBreakerSettings, w: WindowStats) -> Value {
-    json!({
-        "kind": settings.window_kind.as_str(),
-        "size": settings.window_size,
-        "calls": w.calls,
-        "failures": w.failures,
-        "slow_calls": w.slow_calls,
-        "failure_rate": rate(w.failure_rate),
-        "slow_call_rate": rate(w.slow_call_rate),
-    })
+fn window_stats(settings: &CircuitBreakerSettings, w: WindowStats) -> BreakerWindow {
+    BreakerWindow {
+        kind: settings.window_kind.as_str().to_owned(),
+        size: settings.window_size,
+        calls: w.calls,
+        failures: w.failures,
+        slow_calls: w.slow_calls,
+        failure_rate: rate(w.failure_rate),
+        slow_call_rate: rate(w.slow_call_rate),
+    }
 }
 
-fn snapshot_json(settings: &CircuitBreakerSettings, s: &Snapshot, out: &mut Map<String, Value>) {
-    out.insert("state".into(), json!(s.state.as_str()));
-    out.insert("window".into(), window_json(settings, s.window.into()));
-    out.insert("retry_after_ms".into(), json!(s.retry_after.map(ms)));
-    let half_open = s.probes.map(|(left, done, failed, slow)| {
-        json!({ "probes_left": left, "completed": done, "failed": failed, "slow": slow })
-    });
-    out.insert("half_open".into(), json!(half_open));
-    let last = s.last.map(|t| {
-        json!({
-            "from": t.from.as_str(),
-            "to": t.to.as_str(),
-            "reason": t.reason,
-            "ago_ms": s.now.saturating_sub(t.at) / 1_000_000,
-        })
-    });
-    out.insert("last_transition".into(), json!(last));
+fn snapshot_stats(settings: &CircuitBreakerSettings, s: &Snapshot) -> BreakerSnapshot {
+    BreakerSnapshot {
+        state: s.state,
+        window: window_stats(settings, s.window.into()),
+        retry_after_ms: s.retry_after.map(ms),
+        half_open: s
+            .probes
+            .map(|(probes_left, completed, failed, slow)| HalfOpenStats {
+                probes_left,
+                completed,
+                failed,
+                slow,
+            }),
+        last_transition: s.last.map(|t| Transition {
+            from: t.from,
+            to: t.to,
+            reason: t.reason.to_owned(),
+            ago_ms: s.now.saturating_sub(t.at) / 1_000_000,
+        }),
+    }
+}
+
+impl CircuitBreakerHandle {
+    /// Live statistics (see the type docs).
+    pub fn stats(&self) -> BreakerStats {
+        let settings = self.shared.settings.load();
+        let c = &self.shared.counters;
+        let (breaker, keys) = match &self.target {
+            Target::Single(b) => (Some(snapshot_stats(&settings, &b.inner.snapshot())), None),
+            Target::Keyed(k) => {
+                let mut states = StateCounts::default();
+                let mut breakers = Vec::new();
+                k.for_each(&mut |key, b| {
+                    let s = b.inner.snapshot();
+                    states.add(s.state);
+                    breakers.push((key.to_string(), s));
+                });
+                breakers.sort_by_key(|(key, s)| (s.state == State::Closed, key.clone()));
+                breakers.truncate(50);
+                let breakers = breakers
+                    .iter()
+                    .map(|(key, s)| KeyedBreaker {
+                        key: key.clone(),
+                        breaker: snapshot_stats(&settings, s),
+                    })
+                    .collect();
+                let keyed = KeyedStats {
+                    keys: k.len() as u64,
+                    max_keys: self.shared.max_keys as u64,
+                    evictions: k.evictions(),
+                    states,
+                    breakers,
+                };
+                (None, Some(keyed))
+            }
+        };
+        let call = |kind: CallKind| c.calls[kind as usize].load(Ordering::Relaxed);
+        BreakerStats {
+            keyed: keys.is_some(),
+            breaker,
+            keys,
+            calls: CallCounts {
+                success: call(CallKind::Success),
+                failure: call(CallKind::Failure),
+                slow_success: call(CallKind::SlowSuccess),
+                slow_failure: call(CallKind::SlowFailure),
+                ignored: call(CallKind::Ignored),
+                cancelled: call(CallKind::Cancelled),
+            },
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            stale: c.stale.load(Ordering::Relaxed),
+            transitions: c.transitions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// An operator action on a breaker; on a keyed breaker it applies to one key with `key`, or
+/// to every key (and keys created later) without.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum BreakerAction {
+    /// Refuse every call.
+    ForceOpen {
+        /// One key of a keyed breaker.
+        #[serde(default)]
+        key: Option<String>,
+    },
+    /// Admit every call, keep recording, never trip.
+    ForceClosed {
+        /// One key of a keyed breaker.
+        #[serde(default)]
+        key: Option<String>,
+    },
+    /// Admit every call, record nothing.
+    Disable {
+        /// One key of a keyed breaker.
+        #[serde(default)]
+        key: Option<String>,
+    },
+    /// Back to closed with an empty window.
+    Reset {
+        /// One key of a keyed breaker.
+        #[serde(default)]
+        key: Option<String>,
+    },
+}
+
+/// The state a [`BreakerAction`] left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerActionResult {
+    /// The key acted on (one key of a keyed breaker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The state now.
+    pub state: State,
+    /// Keys acted on (every key of a keyed breaker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
 }
 
 impl Component for CircuitBreakerHandle {
-    fn kind(&self) -> ComponentKind {
-        ComponentKind::Breaker
-    }
+    type Settings = CircuitBreakerSettings;
+    type Stats = BreakerStats;
+    type Action = BreakerAction;
+    type Outcome = BreakerActionResult;
+    const KIND: ComponentKind = ComponentKind::Breaker;
+    const ACTIONS: &'static [&'static str] = ACTIONS;
 
     fn version(&self) -> u64 {
         self.shared.version.load(Ordering::Acquire)
     }
 
-    fn settings(&self) -> Value {
-        serde_json::to_value(&**self.shared.settings.load()).unwrap_or(Value::Null)
+    fn settings(&self) -> CircuitBreakerSettings {
+        CircuitBreakerHandle::settings(self)
     }
 
-    fn stats(&self) -> Value {
-        let settings = self.shared.settings.load();
-        let c = &self.shared.counters;
-        let mut out = Map::new();
-        match &self.target {
-            Target::Single(b) => {
-                out.insert("keyed".into(), json!(false));
-                snapshot_json(&settings, &b.inner.snapshot(), &mut out);
-            }
-            Target::Keyed(k) => {
-                let mut states = [0u64; 6];
-                let mut breakers = Vec::new();
-                k.for_each(&mut |key, b| {
-                    let s = b.inner.snapshot();
-                    states[s.state as usize] += 1;
-                    breakers.push((key.to_string(), s));
-                });
-                breakers.sort_by_key(|(key, s)| (s.state == State::Closed, key.clone()));
-                breakers.truncate(50);
-                let list: Vec<Value> = breakers
-                    .iter()
-                    .map(|(key, s)| {
-                        let mut m = Map::new();
-                        m.insert("key".into(), json!(key));
-                        snapshot_json(&settings, s, &mut m);
-                        Value::Object(m)
-                    })
-                    .collect();
-                let states: Map<String, Value> = State::ALL
-                    .iter()
-                    .map(|s| (s.as_str().to_owned(), json!(states[*s as usize])))
-                    .collect();
-                out.insert("keyed".into(), json!(true));
-                out.insert("keys".into(), json!(k.len()));
-                out.insert("max_keys".into(), json!(self.shared.max_keys));
-                out.insert("evictions".into(), json!(k.evictions()));
-                out.insert("states".into(), Value::Object(states));
-                out.insert("breakers".into(), Value::Array(list));
-            }
-        }
-        let calls: Map<String, Value> = CallKind::ALL
-            .iter()
-            .map(|k| {
-                let n = c.calls[*k as usize].load(Ordering::Relaxed);
-                (k.as_str().to_owned(), json!(n))
-            })
-            .collect();
-        out.insert("calls".into(), Value::Object(calls));
-        out.insert("timeouts".into(), json!(c.timeouts.load(Ordering::Relaxed)));
-        out.insert("rejected".into(), json!(c.rejected.load(Ordering::Relaxed)));
-        out.insert("stale".into(), json!(c.stale.load(Ordering::Relaxed)));
-        out.insert(
-            "transitions".into(),
-            json!(c.transitions.load(Ordering::Relaxed)),
-        );
-        Value::Object(out)
+    fn stats(&self) -> BreakerStats {
+        CircuitBreakerHandle::stats(self)
     }
 
-    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
-        let _guard = self.shared.apply_lock.lock();
-        let current = self.shared.settings.load_full();
-        let next: CircuitBreakerSettings = control::merge_patch(&*current, patch)?;
+    fn validate(
+        &self,
+        _current: &CircuitBreakerSettings,
+        next: &CircuitBreakerSettings,
+    ) -> Result<(), Vec<FieldError>> {
         let errors = next.validate();
-        if !errors.is_empty() {
-            return Err(errors.iter().map(FieldError::from).collect());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.iter().map(FieldError::from).collect())
         }
-        let change = Change {
-            before: serde_json::to_value(&*current).unwrap_or(Value::Null),
-            after: serde_json::to_value(&next).unwrap_or(Value::Null),
-        };
-        if !dry_run {
-            self.store(next);
-        }
-        Ok(change)
     }
 
-    fn action(&self, action: &str, args: &Value) -> Result<Value, Vec<FieldError>> {
-        let apply: fn(&CircuitBreaker) = match action {
-            "force_open" => CircuitBreaker::force_open,
-            "force_closed" => CircuitBreaker::force_closed,
-            "disable" => CircuitBreaker::disable,
-            "reset" => CircuitBreaker::reset,
-            _ => {
-                return Err(vec![FieldError::new(
-                    "action",
-                    format!("unknown action `{action}`; expected one of {ACTIONS:?}"),
-                )]);
+    fn commit(&self, next: CircuitBreakerSettings) {
+        self.store(next);
+    }
+
+    fn apply_lock(&self) -> &ApplyLock {
+        &self.shared.apply_lock
+    }
+
+    fn act(&self, action: BreakerAction) -> Result<BreakerActionResult, Vec<FieldError>> {
+        let (apply, initial, key): (fn(&CircuitBreaker), State, _) = match action {
+            BreakerAction::ForceOpen { key } => {
+                (CircuitBreaker::force_open, State::ForcedOpen, key)
             }
-        };
-        let key = match args.get("key") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(k)) => Some(k.as_str()),
-            Some(other) => {
-                return Err(vec![FieldError::new(
-                    "key",
-                    format!("must be a string (got {other})"),
-                )]);
+            BreakerAction::ForceClosed { key } => {
+                (CircuitBreaker::force_closed, State::ForcedClosed, key)
             }
+            BreakerAction::Disable { key } => (CircuitBreaker::disable, State::Disabled, key),
+            BreakerAction::Reset { key } => (CircuitBreaker::reset, State::Closed, key),
         };
         match (&self.target, key) {
             (Target::Single(b), None) => {
                 apply(b);
-                Ok(json!({ "state": b.state().as_str() }))
+                Ok(BreakerActionResult {
+                    key: None,
+                    state: b.state(),
+                    keys: None,
+                })
             }
             (Target::Single(_), Some(_)) => Err(vec![FieldError::new(
                 "key",
                 "this breaker is not keyed; omit `key`",
             )]),
-            (Target::Keyed(k), Some(key)) => match k.find(key) {
+            (Target::Keyed(k), Some(key)) => match k.find(&key) {
                 Some(b) => {
                     apply(&b);
-                    Ok(json!({ "key": key, "state": b.state().as_str() }))
+                    Ok(BreakerActionResult {
+                        state: b.state(),
+                        key: Some(key),
+                        keys: None,
+                    })
                 }
                 None => Err(vec![FieldError::new(
                     "key",
@@ -355,50 +397,19 @@ impl Component for CircuitBreakerHandle {
                 )]),
             },
             (Target::Keyed(k), None) => {
-                let initial = match action {
-                    "force_open" => State::ForcedOpen,
-                    "force_closed" => State::ForcedClosed,
-                    "disable" => State::Disabled,
-                    _ => State::Closed,
-                };
                 self.set_all(initial, &apply);
-                Ok(json!({ "state": initial.as_str(), "keys": k.len() }))
+                Ok(BreakerActionResult {
+                    key: None,
+                    state: initial,
+                    keys: Some(k.len() as u64),
+                })
             }
         }
-    }
-
-    fn actions(&self) -> &'static [&'static str] {
-        ACTIONS
-    }
-
-    fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
-        use crate::control::merge::Merge;
-        // Each worker runs its own breaker: show the most severe state, the worst rates and
-        // the earliest probe.
-        const SEVERITY: &[&str] = &[
-            "forced_open",
-            "open",
-            "half_open",
-            "disabled",
-            "forced_closed",
-            "closed",
-        ];
-        vec![
-            ("state", Merge::Worst(SEVERITY)),
-            ("window.failure_rate", Merge::Max),
-            ("window.slow_call_rate", Merge::Max),
-            ("window.size", Merge::Once),
-            ("window.kind", Merge::Once),
-            ("retry_after_ms", Merge::Min),
-            ("last_transition", Merge::Once),
-            ("keyed", Merge::Once),
-            ("max_keys", Merge::Once),
-        ]
     }
 }
 
 impl crate::control::Handle for CircuitBreakerHandle {
-    fn components(&self) -> Vec<(String, std::sync::Arc<dyn Component>)> {
+    fn components(&self) -> Vec<(String, std::sync::Arc<dyn DynComponent>)> {
         vec![(self.name().to_owned(), std::sync::Arc::new(self.clone()))]
     }
 }

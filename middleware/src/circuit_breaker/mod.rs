@@ -110,7 +110,7 @@ pub use config::{
 };
 pub use error::{CallError, CircuitOpen};
 pub use future::ResponseFuture;
-pub use handle::CircuitBreakerHandle;
+pub use handle::{BreakerAction, BreakerActionResult, CircuitBreakerHandle};
 pub use keyed::KeyedCircuitBreaker;
 #[cfg(feature = "axum")]
 pub use layer::ByRoute;

@@ -4,12 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde::Serialize;
-use serde_json::Value;
-
 use super::config::{ConcurrencySettings, ConfigError};
 use super::shared::Shared;
-use crate::control::{self, Change, Component, ComponentKind, FieldError};
+use crate::control::{ApplyLock, Component, ComponentKind, DynComponent, FieldError, NoAction};
 
 /// Runtime control of a [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer).
 /// `Clone + Send + Sync`; implements [`Component`] (kind [`Limit`](ComponentKind::Limit), so
@@ -44,24 +41,7 @@ impl fmt::Debug for ConcurrencyLimitHandle {
     }
 }
 
-/// A concurrency limit's live statistics (the `stats` of its [`Component`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ConcurrencyStats {
-    /// Requests admitted.
-    pub allowed: u64,
-    /// Requests shed with `503`.
-    pub rejected: u64,
-    /// Requests in flight now.
-    pub in_flight: u32,
-    /// The effective limit now (`max_in_flight`, or the AIMD estimate).
-    pub limit: u32,
-    /// The most requests in flight at once so far.
-    pub peak_in_flight: u32,
-    /// Requests not limited because their path is exempt.
-    pub exempt: u64,
-    /// AIMD drops: slow or overloaded responses.
-    pub drops: u64,
-}
+pub use crate::control::stats::ConcurrencyStats;
 
 impl ConcurrencyLimitHandle {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
@@ -130,43 +110,48 @@ impl ConcurrencyLimitHandle {
 }
 
 impl Component for ConcurrencyLimitHandle {
-    fn kind(&self) -> ComponentKind {
-        ComponentKind::Limit
-    }
+    type Settings = ConcurrencySettings;
+    type Stats = ConcurrencyStats;
+    type Action = NoAction;
+    type Outcome = NoAction;
+    const KIND: ComponentKind = ComponentKind::Limit;
 
     fn version(&self) -> u64 {
         self.shared.version.load(Ordering::Acquire)
     }
 
-    fn settings(&self) -> Value {
-        serde_json::to_value(**self.shared.settings.load()).unwrap_or(Value::Null)
+    fn settings(&self) -> ConcurrencySettings {
+        ConcurrencyLimitHandle::settings(self)
     }
 
-    fn stats(&self) -> Value {
-        serde_json::to_value(ConcurrencyLimitHandle::stats(self)).unwrap_or(Value::Null)
+    fn stats(&self) -> ConcurrencyStats {
+        ConcurrencyLimitHandle::stats(self)
     }
 
-    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
-        let _guard = self.shared.apply_lock.lock();
-        let current = **self.shared.settings.load();
-        let next: ConcurrencySettings = control::merge_patch(&current, patch)?;
+    fn validate(
+        &self,
+        _current: &ConcurrencySettings,
+        next: &ConcurrencySettings,
+    ) -> Result<(), Vec<FieldError>> {
         let errors = next.validate();
-        if !errors.is_empty() {
-            return Err(errors.iter().map(FieldError::from).collect());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.iter().map(FieldError::from).collect())
         }
-        let change = Change {
-            before: serde_json::to_value(current).unwrap_or(Value::Null),
-            after: serde_json::to_value(next).unwrap_or(Value::Null),
-        };
-        if !dry_run {
-            self.shared.store(next);
-        }
-        Ok(change)
+    }
+
+    fn commit(&self, next: ConcurrencySettings) {
+        self.shared.store(next);
+    }
+
+    fn apply_lock(&self) -> &ApplyLock {
+        &self.shared.apply_lock
     }
 }
 
 impl crate::control::Handle for ConcurrencyLimitHandle {
-    fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+    fn components(&self) -> Vec<(String, Arc<dyn DynComponent>)> {
         vec![(self.name().to_owned(), Arc::new(self.clone()))]
     }
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use metrics::{Counter, Gauge};
-use parking_lot::Mutex;
 
 use super::config::{Algorithm, ConcurrencyLimitConfig, ConcurrencySettings};
 use crate::path_pattern::PathPattern;
@@ -23,7 +22,7 @@ pub(crate) struct Shared {
     pub(crate) limit: AtomicU32,
     pub(crate) in_flight: AtomicU32,
     /// Serialises writers (validate, store, bump version).
-    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) apply_lock: crate::control::ApplyLock,
     pub(crate) version: AtomicU64,
     pub(crate) counters: Counters,
     metrics: Metrics,
@@ -77,7 +76,7 @@ impl Shared {
             limit: AtomicU32::new(settings.max_in_flight),
             settings: ArcSwap::from_pointee(settings),
             in_flight: AtomicU32::new(0),
-            apply_lock: Mutex::new(()),
+            apply_lock: crate::control::ApplyLock::new(),
             version: AtomicU64::new(0),
             counters: Counters::default(),
             metrics,

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::*;
-use crate::control::{Component, Registry};
+use crate::control::{DynComponent, Registry};
 
 type Res = Response<Full<Bytes>>;
 
@@ -193,7 +193,7 @@ async fn exempt_paths_and_a_disabled_limit_admit_everything() {
 #[tokio::test]
 async fn invalid_changes_are_refused_with_reasons_and_change_nothing() {
     let (_layer, handle) = limited(8);
-    let c: &dyn Component = &handle;
+    let c: &dyn DynComponent = &handle;
     let errors = c
         .apply(&json!({ "max_in_flight": 0, "backoff_percent": 10 }), false)
         .unwrap_err();

@@ -1,13 +1,16 @@
 //! Combining one component's statistics from several worker processes.
 //!
-//! Each component declares how its fields combine ([`Component::stats_merge`]): counters add
-//! up, a rate keeps the worst worker's, a store shared by all workers (a shared-memory zone)
-//! reports the same zone-wide numbers in every worker and is counted once, a state keeps the
-//! most severe. Fields a component does not declare follow [`Merge::Default`].
+//! Each component's statistics declare how their fields combine ([`Stats::merge_rules`]):
+//! counters add up, a rate keeps the worst worker's, a store shared by all workers (a
+//! shared-memory zone) reports the same zone-wide numbers in every worker and is counted once,
+//! a state keeps the most severe, latency histograms add exactly. Fields a component does not
+//! declare follow [`Merge::Default`].
 //!
-//! [`Component::stats_merge`]: super::Component::stats_merge
+//! [`Stats::merge_rules`]: super::Stats::merge_rules
 
 use serde_json::Value;
+
+use super::stats::LatencyStats;
 
 /// How one statistics field combines across worker processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,10 @@ pub enum Merge {
     Once,
     /// Strings ranked by severity, most severe first; the most severe reported wins (a state).
     Worst(&'static [&'static str]),
+    /// A [`LatencyStats`] object: the HDR histograms (`hdr`) add bucket by bucket and the
+    /// summary (count, mean, percentiles, max) is recomputed from the sum — an exact merge,
+    /// never a max or an average of percentiles. A report that does not decode is skipped.
+    Histogram,
 }
 
 /// One declared field: a dotted path into the stats object and its rule.
@@ -63,6 +70,7 @@ fn merge_into(acc: &mut Value, other: &Value, path: &str, rules: &[FieldMerge]) 
     let rule = rule_for(path, rules);
     match (rule, &mut *acc, other) {
         (Merge::Once, _, _) => {}
+        (Merge::Histogram, slot, other) => merge_histograms(slot, other),
         (_, Value::Object(a), Value::Object(b)) => {
             for (k, v) in b {
                 let child = if path.is_empty() {
@@ -112,6 +120,24 @@ fn merge_into(acc: &mut Value, other: &Value, path: &str, rules: &[FieldMerge]) 
     }
 }
 
+fn merge_histograms(acc: &mut Value, other: &Value) {
+    let decode = |v: &Value| serde_json::from_value::<LatencyStats>(v.clone()).ok();
+    match (decode(acc), decode(other)) {
+        (Some(a), Some(b)) => {
+            let mut sum = a.hdr;
+            let merged = sum
+                .add(&b.hdr)
+                .ok()
+                .and_then(|()| serde_json::to_value(LatencyStats::from_histogram(sum)).ok());
+            if let Some(v) = merged {
+                *acc = v;
+            }
+        }
+        (None, Some(_)) => *acc = other.clone(),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +168,53 @@ mod tests {
             merge_stats(&[&a, &b], &rules).unwrap(),
             json!({"zone": {"keys": 5}, "next_ms": 100, "l2": {"hits": 1}, "w": {"rate": 2.0}})
         );
+    }
+
+    #[test]
+    fn histograms_merge_exactly_where_max_of_percentiles_would_not() {
+        use crate::control::histogram::LatencyHistogram;
+        use std::time::Duration;
+        // Worker A: 98 fast loads; worker B: 2 slow ones. The true p99 over both is slow; the
+        // p50 stays fast. A max of the workers' p50 would say 500 ms.
+        let report = |ms: u64, n: usize| {
+            let mut h = LatencyHistogram::new();
+            for _ in 0..n {
+                h.record(Duration::from_millis(ms));
+            }
+            json!({"loads": {"total": n, "latency": LatencyStats::from_histogram(h)}})
+        };
+        let (a, b) = (report(1, 98), report(500, 2));
+        let rules = [("loads.latency", Merge::Histogram)];
+        let merged = merge_stats(&[&a, &b], &rules).unwrap();
+        let latency: LatencyStats =
+            serde_json::from_value(merged["loads"]["latency"].clone()).unwrap();
+        assert_eq!(
+            (latency.count, merged["loads"]["total"].as_u64()),
+            (100, Some(100))
+        );
+        assert!((latency.p50_ms - 1.0).abs() < 0.01, "{latency:?}");
+        assert!((latency.p99_ms - 500.0).abs() < 0.5, "{latency:?}");
+        assert!(
+            (latency.mean_ms - (98.0 + 1000.0) / 100.0).abs() < 0.05,
+            "{latency:?}"
+        );
+        let mut both = LatencyHistogram::new();
+        both.add(
+            &serde_json::from_value::<LatencyStats>(a["loads"]["latency"].clone())
+                .unwrap()
+                .hdr,
+        )
+        .unwrap();
+        both.add(
+            &serde_json::from_value::<LatencyStats>(b["loads"]["latency"].clone())
+                .unwrap()
+                .hdr,
+        )
+        .unwrap();
+        assert_eq!(latency.hdr, both, "bucket-by-bucket sum");
+        // An undecodable report is skipped, not mixed in.
+        let broken = json!({"loads": {"total": 1, "latency": {"hdr": "not base64!"}}});
+        let merged = merge_stats(&[&a, &broken], &rules).unwrap();
+        assert_eq!(merged["loads"]["latency"]["count"], 98);
     }
 }

@@ -1,50 +1,27 @@
 //! The control plane: a registry of live layer handles.
 //!
 //! Every Palisade layer is built as a pair `(layer, handle)`. The handle implements
-//! [`Component`]: it reports its settings and live statistics as JSON and applies validated
-//! changes atomically, keeping state (buckets, breaker windows, cache entries). Handles register
-//! under a stable name in a [`Registry`]; the admin router lists, reads and changes them.
+//! [`Component`]: typed settings, typed live statistics ([`stats`](mod@stats)) and typed
+//! operator actions; it applies validated changes atomically, keeping state (buckets, breaker
+//! windows, cache entries). Handles register under a stable name in a [`Registry`], which holds
+//! them as [`DynComponent`]s — the same component with settings, stats and actions as JSON, the
+//! one erasure at the admin/wire boundary — and the admin router lists, reads and changes them.
+//! A kind and a name identify a component everywhere (registry, admin URLs, supervisor
+//! messages, audit): a limit and a cache may share a name.
 //!
-//! ```
-//! use palisade::control::{Change, Component, ComponentKind, FieldError, Registry};
-//! use serde_json::{json, Value};
-//! use std::sync::atomic::{AtomicU64, Ordering};
-//!
-//! #[derive(Debug, Default)]
-//! struct Knob(AtomicU64, AtomicU64);
-//!
-//! impl Component for Knob {
-//!     fn kind(&self) -> ComponentKind { ComponentKind::Limit }
-//!     fn version(&self) -> u64 { self.1.load(Ordering::Acquire) }
-//!     fn settings(&self) -> Value { json!({ "rate": self.0.load(Ordering::Acquire) }) }
-//!     fn stats(&self) -> Value { json!({}) }
-//!     fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
-//!         let rate = patch["rate"].as_u64().filter(|r| *r > 0)
-//!             .ok_or_else(|| vec![FieldError::new("rate", "must be a positive integer")])?;
-//!         let before = self.settings();
-//!         if !dry_run {
-//!             self.0.store(rate, Ordering::Release);
-//!             self.1.fetch_add(1, Ordering::AcqRel);
-//!         }
-//!         Ok(Change { before, after: json!({ "rate": rate }) })
-//!     }
-//! }
-//!
-//! let registry = Registry::new();
-//! registry.register("api", std::sync::Arc::new(Knob::default())).unwrap();
-//! let change = registry.get("api").unwrap().apply(&json!({ "rate": 5 }), false).unwrap();
-//! assert_eq!(change.after["rate"], 5);
-//! assert!(registry.get("api").unwrap().apply(&json!({ "rate": 0 }), false).is_err());
-//! ```
+//! See [`Component`] for writing your own.
 
+pub mod histogram;
 pub mod merge;
 pub mod model;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -115,17 +92,203 @@ pub struct Change {
     pub after: Value,
 }
 
-/// A live layer handle, as the control plane sees it.
+/// A live layer handle with typed settings, statistics and actions.
 ///
-/// Implementations must make [`apply`](Component::apply) all-or-nothing: a patch with any
-/// invalid field changes nothing and returns every reason. A successful, non-dry-run apply bumps
-/// [`version`](Component::version), which the admin API exposes as an `ETag`.
+/// Every Palisade handle implements it, and so can your own layers. The control plane only
+/// speaks JSON at its edge: every `Component` is also a [`DynComponent`] (a blanket
+/// implementation, the one place where types are erased, like tower's `BoxService`), which is
+/// what a [`Registry`] holds and the admin API serves. That adapter
+///
+/// - serializes [`settings`](Component::settings) and [`stats`](Component::stats);
+/// - applies a JSON merge-patch (RFC 7396) to the typed settings ([`merge_patch`]: unknown
+///   fields and wrong types are refused with the field named), then calls
+///   [`validate`](Component::validate) and, unless it is a dry run,
+///   [`commit`](Component::commit), holding [`apply_lock`](Component::apply_lock) from reading
+///   the current settings to storing the new ones — a change is all-or-nothing;
+/// - reads an action as `{"action": "<name>", ...args}` into [`Action`](Component::Action)
+///   (an enum tagged with `action`) and serializes what [`act`](Component::act) returns.
+///
+/// A successful, non-dry-run change must bump [`version`](Component::version), which the
+/// admin API exposes as an `ETag`.
+///
+/// ```
+/// use palisade::control::{ApplyLock, Component, ComponentKind, DynComponent, FieldError, Registry, Stats};
+/// use serde::{Deserialize, Serialize};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct KnobSettings { rate: u64 }
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct KnobStats { turns: u64 }
+/// impl Stats for KnobStats {} // counters add up across workers
+///
+/// #[derive(Debug, Deserialize)]
+/// #[serde(tag = "action", rename_all = "snake_case")]
+/// enum KnobAction { Turn { by: u64 } }
+///
+/// #[derive(Debug, Default)]
+/// struct Knob { rate: AtomicU64, turns: AtomicU64, version: AtomicU64, lock: ApplyLock }
+///
+/// impl Component for Knob {
+///     type Settings = KnobSettings;
+///     type Stats = KnobStats;
+///     type Action = KnobAction;
+///     type Outcome = KnobStats;
+///     const KIND: ComponentKind = ComponentKind::Limit;
+///     const ACTIONS: &'static [&'static str] = &["turn"];
+///
+///     fn version(&self) -> u64 { self.version.load(Ordering::Acquire) }
+///     fn settings(&self) -> KnobSettings { KnobSettings { rate: self.rate.load(Ordering::Acquire) } }
+///     fn stats(&self) -> KnobStats { KnobStats { turns: self.turns.load(Ordering::Relaxed) } }
+///     fn validate(&self, _current: &KnobSettings, next: &KnobSettings) -> Result<(), Vec<FieldError>> {
+///         if next.rate == 0 {
+///             return Err(vec![FieldError::new("rate", "must be at least 1 (got 0)")]);
+///         }
+///         Ok(())
+///     }
+///     fn commit(&self, next: KnobSettings) {
+///         self.rate.store(next.rate, Ordering::Release);
+///         self.version.fetch_add(1, Ordering::AcqRel);
+///     }
+///     fn apply_lock(&self) -> &ApplyLock { &self.lock }
+///     fn act(&self, action: KnobAction) -> Result<KnobStats, Vec<FieldError>> {
+///         let KnobAction::Turn { by } = action;
+///         self.turns.fetch_add(by, Ordering::Relaxed);
+///         Ok(Component::stats(self)) // both traits are in scope here
+///     }
+/// }
+///
+/// let registry = Registry::new();
+/// registry.register("api", std::sync::Arc::new(Knob::default())).unwrap();
+/// let api = registry.get("api").unwrap();
+/// let change = api.apply(&serde_json::json!({ "rate": 5 }), false).unwrap();
+/// assert_eq!((change.after["rate"].as_u64(), api.version()), (Some(5), 1));
+/// let refused = api.apply(&serde_json::json!({ "rate": 0 }), false).unwrap_err();
+/// assert_eq!(refused[0].field, "rate");
+/// assert!(api.apply(&serde_json::json!({ "speed": 1 }), false).is_err(), "unknown field");
+/// assert_eq!(api.action("turn", &serde_json::json!({ "by": 2 })).unwrap()["turns"], 2);
+/// assert_eq!(api.action("spin", &serde_json::json!({})).unwrap_err()[0].field, "action");
+/// ```
 pub trait Component: Send + Sync + fmt::Debug + 'static {
+    /// The settings, in the shape the admin API shows and a change merge-patches. Use
+    /// `#[serde(deny_unknown_fields)]` so a misspelt field is refused rather than ignored.
+    type Settings: Serialize + DeserializeOwned;
+    /// Live statistics; counters are monotonic, so readers derive rates from two snapshots.
+    type Stats: Stats;
+    /// Operator actions: an enum tagged with `action` (`#[serde(tag = "action")]`); use
+    /// [`NoAction`] for none.
+    type Action: DeserializeOwned;
+    /// What an action returns.
+    type Outcome: Serialize;
+    /// The kind of layer (part of the component's identity with its name).
+    const KIND: ComponentKind;
+    /// The names of the [`Action`](Component::Action) variants, for discovery.
+    const ACTIONS: &'static [&'static str] = &[];
+    /// Alternative names of settings fields a patch may use, as `(alias, field)`: the alias is
+    /// renamed before merging; giving both is refused.
+    const ALIASES: &'static [(&'static str, &'static str)] = &[];
+
+    /// A counter bumped by every committed change.
+    fn version(&self) -> u64;
+    /// The current settings.
+    fn settings(&self) -> Self::Settings;
+    /// Live statistics.
+    fn stats(&self) -> Self::Stats;
+    /// Checks complete `next` settings (`current` merged with a patch); every refused field is
+    /// reported. Called with [`apply_lock`](Component::apply_lock) held.
+    fn validate(
+        &self,
+        current: &Self::Settings,
+        next: &Self::Settings,
+    ) -> Result<(), Vec<FieldError>>;
+    /// Stores validated settings and bumps the version. Called with
+    /// [`apply_lock`](Component::apply_lock) held.
+    fn commit(&self, next: Self::Settings);
+    /// The lock serializing changes to this component (the handle's own setters take it too).
+    fn apply_lock(&self) -> &ApplyLock;
+    /// Runs an operator action. The default refuses every action.
+    fn act(&self, action: Self::Action) -> Result<Self::Outcome, Vec<FieldError>> {
+        let _ = action;
+        Err(vec![FieldError::new(
+            "action",
+            "this component has no actions",
+        )])
+    }
+}
+
+/// The statistics of a [`Component`], with how their fields combine across worker processes.
+///
+/// The rules sit next to the fields they describe; fields not listed follow
+/// [`merge::Merge::Default`] (integer counters add up, other numbers keep the largest).
+///
+/// ```
+/// use palisade::control::Stats;
+/// use palisade::control::merge::{FieldMerge, Merge};
+///
+/// #[derive(serde::Serialize)]
+/// struct PoolStats { checked_out: u64, max_size: u64 }
+/// impl Stats for PoolStats {
+///     fn merge_rules(&self) -> Vec<FieldMerge> {
+///         vec![("max_size", Merge::Once)] // the same configured size in every worker
+///     }
+/// }
+/// ```
+pub trait Stats: Serialize {
+    /// How fields combine, by dotted path (see [`merge`](mod@merge)).
+    fn merge_rules(&self) -> Vec<merge::FieldMerge> {
+        Vec::new()
+    }
+}
+
+/// The [`Action`](Component::Action) of a component without actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoAction {}
+
+/// Serializes changes to one [`Component`]: held from reading the current settings to storing
+/// the new ones, by the control plane and by a handle's own setters.
+#[derive(Debug, Default)]
+pub struct ApplyLock(parking_lot::Mutex<()>);
+
+impl ApplyLock {
+    /// An unlocked lock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits for the lock; changes are short, synchronous sections.
+    pub fn lock(&self) -> ApplyGuard<'_> {
+        ApplyGuard(self.0.lock())
+    }
+}
+
+/// Holds an [`ApplyLock`] until dropped.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct ApplyGuard<'a>(
+    #[allow(dead_code, reason = "held for its drop")] parking_lot::MutexGuard<'a, ()>,
+);
+
+impl fmt::Debug for ApplyGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApplyGuard")
+    }
+}
+
+/// A live layer handle as the registry, the admin API and the wire see it: settings, stats and
+/// actions as JSON.
+///
+/// Implemented for every [`Component`] (implement that instead); implement this directly only
+/// for a proxy that is itself untyped, such as a supervisor's view of its workers.
+/// Implementations must make [`apply`](DynComponent::apply) all-or-nothing: a patch with any
+/// invalid field changes nothing and returns every reason. A successful, non-dry-run apply
+/// bumps [`version`](DynComponent::version).
+pub trait DynComponent: Send + Sync + fmt::Debug + 'static {
     /// The kind of layer.
     fn kind(&self) -> ComponentKind;
     /// A counter bumped by every applied change.
     fn version(&self) -> u64;
-    /// Current settings, in the same shape [`apply`](Component::apply) accepts.
+    /// Current settings, in the same shape [`apply`](DynComponent::apply) accepts.
     fn settings(&self) -> Value;
     /// Live statistics (counters are monotonic, so rates can be derived by a reader).
     fn stats(&self) -> Value;
@@ -141,16 +304,125 @@ pub trait Component: Send + Sync + fmt::Debug + 'static {
             format!("unknown action `{action}` for this component"),
         )])
     }
-    /// The actions [`action`](Component::action) accepts, for discovery.
+    /// The actions [`action`](DynComponent::action) accepts, for discovery.
     fn actions(&self) -> &'static [&'static str] {
         &[]
     }
-    /// How fields of [`stats`](Component::stats) combine across worker processes, by dotted
+    /// How fields of [`stats`](DynComponent::stats) combine across worker processes, by dotted
     /// path (see [`merge`](mod@merge)); fields not listed follow
     /// [`merge::Merge::Default`] (counters add up, other numbers keep the largest).
     fn stats_merge(&self) -> Vec<merge::FieldMerge> {
         Vec::new()
     }
+}
+
+/// The erasing adapter: a typed [`Component`] at the JSON boundary.
+impl<C: Component> DynComponent for C {
+    fn kind(&self) -> ComponentKind {
+        C::KIND
+    }
+
+    fn version(&self) -> u64 {
+        Component::version(self)
+    }
+
+    fn settings(&self) -> Value {
+        to_json(&Component::settings(self))
+    }
+
+    fn stats(&self) -> Value {
+        to_json(&Component::stats(self))
+    }
+
+    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
+        let patch = rename_aliases(patch, C::ALIASES)?;
+        let _guard = self.apply_lock().lock();
+        let current = Component::settings(self);
+        let next: C::Settings = merge_patch(&current, &patch)?;
+        self.validate(&current, &next)?;
+        let change = Change {
+            before: to_json(&current),
+            after: to_json(&next),
+        };
+        if !dry_run {
+            self.commit(next);
+        }
+        Ok(change)
+    }
+
+    fn action(&self, action: &str, args: &Value) -> Result<Value, Vec<FieldError>> {
+        let mut doc = match args {
+            Value::Null => serde_json::Map::new(),
+            Value::Object(map) => map.clone(),
+            other => {
+                return Err(vec![FieldError::new(
+                    "args",
+                    format!("action arguments must be a JSON object (got {other})"),
+                )]);
+            }
+        };
+        doc.insert("action".to_owned(), Value::String(action.to_owned()));
+        let parsed: C::Action = serde_json::from_value(Value::Object(doc))
+            .map_err(|e| vec![action_error(&e, action, C::ACTIONS)])?;
+        self.act(parsed).map(|outcome| to_json(&outcome))
+    }
+
+    fn actions(&self) -> &'static [&'static str] {
+        C::ACTIONS
+    }
+
+    fn stats_merge(&self) -> Vec<merge::FieldMerge> {
+        Component::stats(self).merge_rules()
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Renames alias keys of a patch to the field they stand for.
+fn rename_aliases(
+    patch: &Value,
+    aliases: &[(&'static str, &'static str)],
+) -> Result<Value, Vec<FieldError>> {
+    let mut patch = patch.clone();
+    if let Value::Object(map) = &mut patch {
+        for (alias, field) in aliases {
+            if let Some(value) = map.remove(*alias) {
+                if map.contains_key(*field) {
+                    return Err(vec![FieldError::new(
+                        *alias,
+                        format!("give either `{field}` or `{alias}`, not both"),
+                    )]);
+                }
+                map.insert((*field).to_owned(), value);
+            }
+        }
+    }
+    Ok(patch)
+}
+
+/// Names the field a refused action names: the action itself when unknown, else the argument.
+fn action_error(e: &serde_json::Error, action: &str, known: &[&str]) -> FieldError {
+    let msg = e.to_string();
+    if msg.starts_with("unknown variant") {
+        return FieldError::new(
+            "action",
+            format!(
+                "unknown action `{action}` (use one of: {})",
+                known.join(", ")
+            ),
+        );
+    }
+    let field = backticked(&msg, "missing field `")
+        .or_else(|| backticked(&msg, "unknown field `"))
+        .unwrap_or_else(|| "args".to_owned());
+    FieldError::new(field, msg)
+}
+
+fn backticked(msg: &str, prefix: &str) -> Option<String> {
+    let rest = &msg[msg.find(prefix)? + prefix.len()..];
+    rest.split('`').next().map(str::to_owned)
 }
 
 /// A component's full state at one moment, as served by the admin API.
@@ -177,7 +449,7 @@ pub struct ComponentSnapshot {
 /// for a rate limiter.
 pub trait Handle {
     /// `(name, component)` pairs to register.
-    fn components(&self) -> Vec<(String, Arc<dyn Component>)>;
+    fn components(&self) -> Vec<(String, Arc<dyn DynComponent>)>;
 }
 
 /// Registering a second component under a name already taken.
@@ -196,7 +468,7 @@ pub struct Registry {
     inner: Arc<RwLock<Components>>,
 }
 
-type Components = BTreeMap<(ComponentKind, String), Arc<dyn Component>>;
+type Components = BTreeMap<(ComponentKind, String), Arc<dyn DynComponent>>;
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -217,7 +489,7 @@ impl Registry {
     pub fn register(
         &self,
         name: impl Into<String>,
-        component: Arc<dyn Component>,
+        component: Arc<dyn DynComponent>,
     ) -> Result<(), DuplicateName> {
         let name = name.into();
         let kind = component.kind();
@@ -272,12 +544,12 @@ impl Registry {
     }
 
     /// Removes a handle; returns it if it was registered.
-    pub fn unregister(&self, kind: ComponentKind, name: &str) -> Option<Arc<dyn Component>> {
+    pub fn unregister(&self, kind: ComponentKind, name: &str) -> Option<Arc<dyn DynComponent>> {
         self.inner.write().remove(&(kind, name.to_owned()))
     }
 
     /// Finds a handle by name, whatever its kind (names are usually unique across kinds).
-    pub fn get(&self, name: &str) -> Option<Arc<dyn Component>> {
+    pub fn get(&self, name: &str) -> Option<Arc<dyn DynComponent>> {
         self.inner
             .read()
             .iter()
@@ -286,7 +558,7 @@ impl Registry {
     }
 
     /// Finds a handle by kind and name.
-    pub fn get_kind(&self, kind: ComponentKind, name: &str) -> Option<Arc<dyn Component>> {
+    pub fn get_kind(&self, kind: ComponentKind, name: &str) -> Option<Arc<dyn DynComponent>> {
         self.inner.read().get(&(kind, name.to_owned())).cloned()
     }
 
@@ -314,7 +586,7 @@ impl Registry {
 }
 
 /// Snapshots one component.
-pub fn snapshot_of(kind: ComponentKind, name: String, c: &dyn Component) -> ComponentSnapshot {
+pub fn snapshot_of(kind: ComponentKind, name: String, c: &dyn DynComponent) -> ComponentSnapshot {
     ComponentSnapshot {
         name,
         kind,

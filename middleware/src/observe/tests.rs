@@ -4,8 +4,8 @@ use http::{HeaderMap, HeaderValue, Method};
 
 use super::context::{TraceParent, is_valid_request_id};
 use super::metrics::{method_index, method_label, method_label_of};
-use super::stats::snapshot::{base64_decode, base64_encode};
 use super::*;
+use crate::control::histogram::{base64_decode, base64_encode};
 
 // === request ids ===
 

@@ -4,13 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::config::Limits;
 use super::state::{Current, PolicyState, Shared};
-use super::store::StoreStats;
-use crate::control::{Change, Component, ComponentKind, DuplicateName, FieldError, Registry};
+pub use crate::control::stats::PolicyStats;
+use crate::control::{
+    ApplyLock, Component, ComponentKind, DuplicateName, DynComponent, FieldError, Registry,
+};
 
 /// Runtime control of a [`RateLimitLayer`](super::RateLimitLayer): one [`PolicyHandle`] per
 /// policy. Clone + Send + Sync.
@@ -57,10 +58,10 @@ impl RateLimitHandle {
 
     /// `(name, component)` pairs to register in a [`Registry`] (kind
     /// [`Limit`](ComponentKind::Limit)), one per policy.
-    pub fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+    pub fn components(&self) -> Vec<(String, Arc<dyn DynComponent>)> {
         self.policies()
             .into_iter()
-            .map(|p| (p.name().to_owned(), Arc::new(p) as Arc<dyn Component>))
+            .map(|p| (p.name().to_owned(), Arc::new(p) as Arc<dyn DynComponent>))
             .collect()
     }
 
@@ -80,7 +81,7 @@ impl RateLimitHandle {
 
 /// Runtime control of one policy; implements [`Component`] (kind `limit`).
 ///
-/// Settings (what [`Component::settings`] returns and [`Component::apply`] accepts as a JSON
+/// Settings (what [`Component::settings`] returns and [`DynComponent::apply`] accepts as a JSON
 /// merge patch): `{"rate": 100, "per": "1s", "burst": 20, "mode": "enforce"}`. `per` also takes
 /// a number of seconds, and `per_secs` is accepted as an alias. A change is validated as a whole
 /// (zero rate, period outside 1 ms ..= 366 d, burst 0 or above 10 000 000, more than 10 million
@@ -101,24 +102,6 @@ impl fmt::Debug for PolicyHandle {
             .field("limits", &self.limits())
             .finish()
     }
-}
-
-/// A policy's live statistics (the `stats` of its [`Component`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PolicyStats {
-    /// Requests this policy allowed (and that were not rejected by another policy).
-    pub allowed: u64,
-    /// Requests this policy rejected.
-    pub rejected: u64,
-    /// Requests this shadow-mode policy would have rejected.
-    pub shadow_rejected: u64,
-    /// The store kind: `local`, `shm`, `redis` or a custom store's name.
-    pub store: &'static str,
-    /// What the policy counts by (`client_ip`, `header:x-api-key`, ...).
-    pub key: String,
-    /// Store occupancy, evictions, errors and fallbacks.
-    #[serde(flatten)]
-    pub store_stats: StoreStats,
 }
 
 impl PolicyHandle {
@@ -164,8 +147,9 @@ impl PolicyHandle {
             allowed: p.counters.allowed.load(Ordering::Relaxed),
             rejected: p.counters.rejected.load(Ordering::Relaxed),
             shadow_rejected: p.counters.shadow_rejected.load(Ordering::Relaxed),
-            store: p.store.kind(),
+            store: p.store.kind().to_owned(),
             key: p.key.label(),
+            paths: p.paths.iter().map(ToString::to_string).collect(),
             store_stats: p.store.stats(),
         }
     }
@@ -181,113 +165,77 @@ impl PolicyHandle {
     }
 }
 
-/// Turns `per_secs` into `per` so a patch may use either.
-fn normalize_patch(patch: &Value) -> Result<Value, Vec<FieldError>> {
-    let mut patch = patch.clone();
-    if let Value::Object(map) = &mut patch
-        && let Some(secs) = map.remove("per_secs")
-    {
-        if map.contains_key("per") {
-            return Err(vec![FieldError::new(
-                "per_secs",
-                "give either `per` or `per_secs`, not both",
-            )]);
-        }
-        if !secs.is_number() {
-            return Err(vec![FieldError::new(
-                "per_secs",
-                format!("must be a number of seconds (got {secs})"),
-            )]);
-        }
-        map.insert("per".into(), secs);
-    }
-    Ok(patch)
+/// An operator action on a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum PolicyAction {
+    /// Free the state of idle keys.
+    PurgeIdle,
+    /// Forget every key of a local store: everyone gets a full burst.
+    Reset,
+}
+
+/// What a [`PolicyAction`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freed {
+    /// Keys whose state was freed.
+    pub freed: u64,
 }
 
 impl Component for PolicyHandle {
-    fn kind(&self) -> ComponentKind {
-        ComponentKind::Limit
-    }
+    type Settings = Limits;
+    type Stats = PolicyStats;
+    type Action = PolicyAction;
+    type Outcome = Freed;
+    const KIND: ComponentKind = ComponentKind::Limit;
+    const ACTIONS: &'static [&'static str] = &["purge_idle", "reset"];
+    const ALIASES: &'static [(&'static str, &'static str)] = &[("per_secs", "per")];
 
     fn version(&self) -> u64 {
         self.policy.version.load(Ordering::Acquire)
     }
 
-    fn settings(&self) -> Value {
-        serde_json::to_value(self.limits()).unwrap_or(Value::Null)
+    fn settings(&self) -> Limits {
+        self.limits()
     }
 
-    fn stats(&self) -> Value {
-        let mut stats = serde_json::to_value(PolicyHandle::stats(self)).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut stats {
-            let paths: Vec<String> = self.policy.paths.iter().map(ToString::to_string).collect();
-            map.insert("paths".into(), json!(paths));
-        }
-        stats
+    fn stats(&self) -> PolicyStats {
+        PolicyHandle::stats(self)
     }
 
-    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
-        let _writer = self.policy.write.lock();
-        let current = self.limits();
-        let patch = normalize_patch(patch)?;
-        let next: Limits = crate::control::merge_patch(&current, &patch)?;
-        next.validate()?;
-        let change = Change {
-            before: serde_json::to_value(current).unwrap_or(Value::Null),
-            after: serde_json::to_value(next).unwrap_or(Value::Null),
-        };
-        if !dry_run {
-            self.swap(next);
-        }
-        Ok(change)
+    fn validate(&self, _current: &Limits, next: &Limits) -> Result<(), Vec<FieldError>> {
+        next.validate()
     }
 
-    fn action(&self, action: &str, _args: &Value) -> Result<Value, Vec<FieldError>> {
+    fn commit(&self, next: Limits) {
+        self.swap(next);
+    }
+
+    fn apply_lock(&self) -> &ApplyLock {
+        &self.policy.write
+    }
+
+    fn act(&self, action: PolicyAction) -> Result<Freed, Vec<FieldError>> {
         match action {
-            "purge_idle" => Ok(json!({ "freed": self.purge_idle() })),
-            "reset" => self
+            PolicyAction::PurgeIdle => Ok(Freed {
+                freed: self.purge_idle(),
+            }),
+            PolicyAction::Reset => self
                 .reset()
-                .map(|freed| json!({ "freed": freed }))
+                .map(|freed| Freed { freed })
                 .map_err(|reason| vec![FieldError::new("action", reason)]),
-            other => Err(vec![FieldError::new(
-                "action",
-                format!("unknown action `{other}` (use purge_idle or reset)"),
-            )]),
         }
-    }
-
-    fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
-        use crate::control::merge::Merge;
-        if PolicyHandle::stats(self).store == "shm" {
-            // One table in shared memory: every worker reports the whole zone.
-            [
-                "capacity",
-                "keys",
-                "evictions_idle",
-                "evictions_pressure",
-                "purged",
-            ]
-            .into_iter()
-            .map(|f| (f, Merge::Once))
-            .collect()
-        } else {
-            Vec::new()
-        }
-    }
-
-    fn actions(&self) -> &'static [&'static str] {
-        &["purge_idle", "reset"]
     }
 }
 
 impl crate::control::Handle for RateLimitHandle {
-    fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+    fn components(&self) -> Vec<(String, Arc<dyn DynComponent>)> {
         RateLimitHandle::components(self)
     }
 }
 
 impl crate::control::Handle for PolicyHandle {
-    fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+    fn components(&self) -> Vec<(String, Arc<dyn DynComponent>)> {
         vec![(self.name().to_owned(), Arc::new(self.clone()))]
     }
 }

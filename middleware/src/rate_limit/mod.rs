@@ -135,7 +135,7 @@ pub use self::config::{
 };
 pub use self::future::ResponseFuture;
 pub use self::gcra::{Decision, Gcra};
-pub use self::handle::{PolicyHandle, PolicyStats, RateLimitHandle};
+pub use self::handle::{Freed, PolicyAction, PolicyHandle, PolicyStats, RateLimitHandle};
 #[cfg(feature = "stack")]
 pub(crate) use self::key::peer_ip;
 pub use self::key::{

@@ -63,7 +63,7 @@ pub(crate) struct PolicyState {
     pub(crate) current: ArcSwap<Current>,
     pub(crate) version: AtomicU64,
     /// Serializes writers (readers never take it).
-    pub(crate) write: parking_lot::Mutex<()>,
+    pub(crate) write: crate::control::ApplyLock,
     pub(crate) counters: Counters,
     pub(crate) metrics: DecisionMetrics,
 }
@@ -193,7 +193,7 @@ impl Shared {
                 methods: p.methods,
                 store,
                 version: AtomicU64::new(1),
-                write: parking_lot::Mutex::new(()),
+                write: crate::control::ApplyLock::new(),
                 counters: Counters::default(),
                 metrics: DecisionMetrics::new(&p.name),
             }));

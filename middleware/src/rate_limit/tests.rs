@@ -13,7 +13,7 @@ use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt};
 
 use super::*;
-use crate::control::{Component, ComponentKind, Registry};
+use crate::control::{ComponentKind, DynComponent, Registry};
 
 type Svc = RateLimit<tower::util::ServiceFn<fn(Request<Body>) -> Ready>>;
 type Ready = std::future::Ready<Result<Response<Body>, Infallible>>;

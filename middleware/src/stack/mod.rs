@@ -324,11 +324,11 @@ pub(crate) type BreakerLayer = Either<
 
 /// Object-safe view of [`Handle`] for the all-names-first check.
 trait HandleRef {
-    fn parts(&self) -> Vec<(String, Arc<dyn crate::control::Component>)>;
+    fn parts(&self) -> Vec<(String, Arc<dyn crate::control::DynComponent>)>;
 }
 
 impl<H: Handle> HandleRef for H {
-    fn parts(&self) -> Vec<(String, Arc<dyn crate::control::Component>)> {
+    fn parts(&self) -> Vec<(String, Arc<dyn crate::control::DynComponent>)> {
         self.components()
     }
 }

@@ -5,12 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
-
 use super::config::{ConfigError, TimeoutSettings};
 use super::shared::Shared;
-use crate::control::{self, Change, Component, ComponentKind, FieldError};
+use crate::control::{ApplyLock, Component, ComponentKind, DynComponent, FieldError, NoAction};
 
 /// Runtime control of a [`TimeoutLayer`](super::TimeoutLayer). `Clone + Send + Sync`;
 /// implements [`Component`] (kind [`Limit`](ComponentKind::Limit), so the admin API serves it
@@ -41,21 +38,7 @@ impl fmt::Debug for TimeoutHandle {
     }
 }
 
-/// A timeout layer's live statistics (the `stats` of its [`Component`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct TimeoutStats {
-    /// Timed requests answered before their deadline.
-    pub completed: u64,
-    /// Requests cut at the deadline with `504 Gateway Timeout`.
-    pub timed_out: u64,
-    /// Requests cut at the deadline with `408 Request Timeout` (the service was waiting for
-    /// the request body).
-    pub client_timed_out: u64,
-    /// Timed requests whose response future was dropped before either (client disconnects).
-    pub cancelled: u64,
-    /// Requests not timed because their path is exempt.
-    pub exempt: u64,
-}
+pub use crate::control::stats::TimeoutStats;
 
 impl TimeoutHandle {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
@@ -111,43 +94,48 @@ impl TimeoutHandle {
 }
 
 impl Component for TimeoutHandle {
-    fn kind(&self) -> ComponentKind {
-        ComponentKind::Limit
-    }
+    type Settings = TimeoutSettings;
+    type Stats = TimeoutStats;
+    type Action = NoAction;
+    type Outcome = NoAction;
+    const KIND: ComponentKind = ComponentKind::Limit;
 
     fn version(&self) -> u64 {
         self.shared.version.load(Ordering::Acquire)
     }
 
-    fn settings(&self) -> Value {
-        serde_json::to_value(self.shared.settings()).unwrap_or(Value::Null)
+    fn settings(&self) -> TimeoutSettings {
+        self.shared.settings()
     }
 
-    fn stats(&self) -> Value {
-        serde_json::to_value(TimeoutHandle::stats(self)).unwrap_or(Value::Null)
+    fn stats(&self) -> TimeoutStats {
+        TimeoutHandle::stats(self)
     }
 
-    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
-        let _guard = self.shared.apply_lock.lock();
-        let current = self.shared.settings();
-        let next: TimeoutSettings = control::merge_patch(&current, patch)?;
+    fn validate(
+        &self,
+        _current: &TimeoutSettings,
+        next: &TimeoutSettings,
+    ) -> Result<(), Vec<FieldError>> {
         let errors = next.validate();
-        if !errors.is_empty() {
-            return Err(errors.iter().map(FieldError::from).collect());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.iter().map(FieldError::from).collect())
         }
-        let change = Change {
-            before: serde_json::to_value(current).unwrap_or(Value::Null),
-            after: serde_json::to_value(next).unwrap_or(Value::Null),
-        };
-        if !dry_run {
-            self.shared.store(next);
-        }
-        Ok(change)
+    }
+
+    fn commit(&self, next: TimeoutSettings) {
+        self.shared.store(next);
+    }
+
+    fn apply_lock(&self) -> &ApplyLock {
+        &self.shared.apply_lock
     }
 }
 
 impl crate::control::Handle for TimeoutHandle {
-    fn components(&self) -> Vec<(String, Arc<dyn Component>)> {
+    fn components(&self) -> Vec<(String, Arc<dyn DynComponent>)> {
         vec![(self.name().to_owned(), Arc::new(self.clone()))]
     }
 }

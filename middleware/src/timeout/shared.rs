@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use metrics::Counter;
-use parking_lot::Mutex;
 
 use super::config::{TimeoutConfig, TimeoutSettings};
 use crate::path_pattern::PathPattern;
@@ -17,7 +16,7 @@ pub(crate) struct Shared {
     enabled: AtomicBool,
     timeout_ms: AtomicU64,
     /// Serialises writers (validate, store, bump version).
-    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) apply_lock: crate::control::ApplyLock,
     pub(crate) version: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) metrics: Metrics,
@@ -53,7 +52,7 @@ impl Shared {
             exempt_paths: config.exempt_paths,
             enabled: AtomicBool::new(config.settings.enabled),
             timeout_ms: AtomicU64::new(config.settings.timeout_ms),
-            apply_lock: Mutex::new(()),
+            apply_lock: crate::control::ApplyLock::new(),
             version: AtomicU64::new(0),
             counters: Counters::default(),
             metrics,

@@ -4,12 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::config::ResponseCacheConfig;
 use super::shared::{ResponseCacheStats, Shared};
+use crate::cache::handle::Accepted;
 use crate::cache::{CacheHandle, ConfigError};
-use crate::control::{Change, Component, ComponentKind, FieldError, merge_patch};
+use crate::control::{ApplyLock, Component, ComponentKind, DynComponent, FieldError};
 
 /// Runtime control of a response cache: statistics, settings, invalidation. Cheap to clone.
 ///
@@ -109,64 +110,79 @@ impl ResponseCacheHandle {
     }
 }
 
+/// An operator action on a response cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ResponseCacheAction {
+    /// Drop every stored response (all `Vary` variants) of one URI.
+    InvalidatePath {
+        /// Path and query, e.g. `/names?x=1`.
+        path: String,
+        /// The host, needed when `include_host` is on.
+        #[serde(default)]
+        host: Option<String>,
+    },
+    /// Drop every stored response whose raw key starts with `prefix`.
+    InvalidatePrefix {
+        /// The prefix (keys look like `GET {host}{path}?{query} `).
+        prefix: String,
+    },
+    /// Drop every stored response.
+    Flush,
+}
+
 impl Component for ResponseCacheHandle {
-    fn kind(&self) -> ComponentKind {
-        ComponentKind::Cache
-    }
+    type Settings = ResponseCacheConfig;
+    type Stats = ResponseCacheStats;
+    type Action = ResponseCacheAction;
+    type Outcome = Accepted;
+    const KIND: ComponentKind = ComponentKind::Cache;
+    const ACTIONS: &'static [&'static str] = &["invalidate_path", "invalidate_prefix", "flush"];
 
     fn version(&self) -> u64 {
         self.shared.version.load(Ordering::Acquire)
     }
 
-    fn settings(&self) -> Value {
-        serde_json::to_value(&*self.shared.config.load_full()).unwrap_or(Value::Null)
+    fn settings(&self) -> ResponseCacheConfig {
+        (*self.shared.config.load_full()).clone()
     }
 
-    fn stats(&self) -> Value {
-        serde_json::to_value(self.shared.stats()).unwrap_or(Value::Null)
+    fn stats(&self) -> ResponseCacheStats {
+        self.shared.stats()
     }
 
-    fn apply(&self, patch: &Value, dry_run: bool) -> Result<Change, Vec<FieldError>> {
-        let _guard = self.shared.apply_lock.lock();
-        let current = self.shared.config.load_full();
-        let next: ResponseCacheConfig = merge_patch(&*current, patch)?;
+    fn validate(
+        &self,
+        _current: &ResponseCacheConfig,
+        next: &ResponseCacheConfig,
+    ) -> Result<(), Vec<FieldError>> {
         let store = self.shared.cache.handle();
         next.validate()
             .and_then(|()| store.core().check(&next.store))
-            .map_err(|e| vec![FieldError::new(e.field(), e.to_string())])?;
-        let before = serde_json::to_value(&*current).unwrap_or(Value::Null);
-        let after = serde_json::to_value(&next).unwrap_or(Value::Null);
-        if !dry_run {
-            let migration = Arc::clone(store.core()).commit(next.store.clone());
-            self.shared.config.store(Arc::new(next));
-            self.shared.version.fetch_add(1, Ordering::AcqRel);
-            if let (Some(m), Ok(rt)) = (migration, tokio::runtime::Handle::try_current()) {
-                rt.spawn(m);
-            }
-        }
-        Ok(Change { before, after })
+            .map_err(|e| vec![FieldError::new(e.field(), e.to_string())])
     }
 
-    fn action(&self, action: &str, args: &Value) -> Result<Value, Vec<FieldError>> {
-        let arg = |name: &str| {
-            args.get(name)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| vec![FieldError::new(name, "a string is required")])
-        };
-        let prefix = match action {
-            "invalidate_path" => {
-                let host = args.get("host").and_then(Value::as_str);
-                self.key_for(host, &arg("path")?)
+    fn commit(&self, next: ResponseCacheConfig) {
+        let store = self.shared.cache.handle();
+        let migration = Arc::clone(store.core()).commit(next.store.clone());
+        self.shared.config.store(Arc::new(next));
+        self.shared.version.fetch_add(1, Ordering::AcqRel);
+        if let (Some(m), Ok(rt)) = (migration, tokio::runtime::Handle::try_current()) {
+            rt.spawn(m);
+        }
+    }
+
+    fn apply_lock(&self) -> &ApplyLock {
+        &self.shared.apply_lock
+    }
+
+    fn act(&self, action: ResponseCacheAction) -> Result<Accepted, Vec<FieldError>> {
+        let (name, prefix) = match action {
+            ResponseCacheAction::InvalidatePath { path, host } => {
+                ("invalidate_path", self.key_for(host.as_deref(), &path))
             }
-            "invalidate_prefix" => arg("prefix")?,
-            "flush" => String::new(),
-            other => {
-                return Err(vec![FieldError::new(
-                    "action",
-                    format!("unknown action `{other}` for a response cache"),
-                )]);
-            }
+            ResponseCacheAction::InvalidatePrefix { prefix } => ("invalidate_prefix", prefix),
+            ResponseCacheAction::Flush => ("flush", String::new()),
         };
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
             vec![FieldError::new(
@@ -175,8 +191,8 @@ impl Component for ResponseCacheHandle {
             )]
         })?;
         let this = self.clone();
-        let flush = action == "flush";
-        let reply = json!({ "accepted": true, "action": action, "prefix": prefix });
+        let flush = name == "flush";
+        let reply = Accepted::new(name, Some(prefix.clone()));
         rt.spawn(async move {
             if flush {
                 this.flush().await;
@@ -186,27 +202,10 @@ impl Component for ResponseCacheHandle {
         });
         Ok(reply)
     }
-
-    fn actions(&self) -> &'static [&'static str] {
-        &["invalidate_path", "invalidate_prefix", "flush"]
-    }
-
-    fn stats_merge(&self) -> Vec<crate::control::merge::FieldMerge> {
-        use crate::control::merge::Merge;
-        vec![
-            (
-                "store.l2.breaker",
-                Merge::Worst(&["open", "half_open", "closed"]),
-            ),
-            ("store.l2.backplane.enabled", Merge::Once),
-            ("store.loads.latency_mean_ms", Merge::Max),
-            ("store.loads.latency_max_ms", Merge::Max),
-        ]
-    }
 }
 
 impl crate::control::Handle for ResponseCacheHandle {
-    fn components(&self) -> Vec<(String, Arc<dyn crate::control::Component>)> {
+    fn components(&self) -> Vec<(String, Arc<dyn DynComponent>)> {
         vec![(self.name(), Arc::new(self.clone()))]
     }
 }

@@ -81,7 +81,7 @@ mod stored;
 pub use body::CacheBody;
 pub use config::{ResponseCacheConfig, ResponseCacheConfigBuilder};
 pub use future::ResponseFuture;
-pub use handle::ResponseCacheHandle;
+pub use handle::{ResponseCacheAction, ResponseCacheHandle};
 pub use layer::ResponseCacheLayer;
 pub use service::{CACHE_STATUS, ResponseCache};
 pub use shared::{METRIC_HTTP_RESPONSES, METRIC_HTTP_STORED, ResponseCacheStats};

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use metrics::Counter;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::config::ResponseCacheConfig;
 use super::stored::HttpEntry;
-use crate::cache::{CacheStats, TwoLevelCache};
+use crate::cache::TwoLevelCache;
+pub use crate::control::stats::ResponseCacheStats;
 
 /// Metric: responses by how the cache handled them (`cache`, `result` = `hit` | `stale` |
 /// `stale_if_error` | `miss` | `bypass`).
@@ -95,35 +95,6 @@ impl HttpCounters {
     }
 }
 
-/// Live statistics of a response cache.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResponseCacheStats {
-    /// Responses served fresh from the cache.
-    pub hits: u64,
-    /// Stale responses served while revalidating in the background (`stale-while-revalidate`).
-    pub stale: u64,
-    /// Stale responses served because the origin failed (`stale-if-error`).
-    pub stale_if_error: u64,
-    /// Requests forwarded because nothing usable was stored.
-    pub misses: u64,
-    /// Requests the cache did not handle (method, credentials, `no-store`).
-    pub bypassed: u64,
-    /// Responses stored.
-    pub stored: u64,
-    /// Forwarded responses that were not storable.
-    pub not_stored: u64,
-    /// Responses not stored because the body exceeded `max_body_bytes`.
-    pub too_large: u64,
-    /// Requests that waited for a concurrent miss of the same URI.
-    pub collapsed: u64,
-    /// Background revalidations started.
-    pub revalidations: u64,
-    /// URIs invalidated by unsafe methods.
-    pub invalidations: u64,
-    /// The underlying two-level cache.
-    pub store: CacheStats,
-}
-
 /// A leader's id and the channel its waiters watch.
 type LockSlot = (u64, watch::Receiver<()>);
 
@@ -131,7 +102,7 @@ pub(crate) struct Shared {
     pub(crate) cache: TwoLevelCache<str, HttpEntry>,
     pub(crate) config: ArcSwap<ResponseCacheConfig>,
     pub(crate) version: AtomicU64,
-    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) apply_lock: crate::control::ApplyLock,
     pub(crate) stats: HttpCounters,
     locks: Mutex<HashMap<Arc<str>, LockSlot>>,
     next_lock: AtomicU64,
@@ -166,7 +137,7 @@ impl Shared {
             cache,
             config: ArcSwap::from_pointee(config),
             version: AtomicU64::new(0),
-            apply_lock: Mutex::new(()),
+            apply_lock: crate::control::ApplyLock::new(),
             stats,
             locks: Mutex::new(HashMap::new()),
             next_lock: AtomicU64::new(0),

@@ -17,10 +17,10 @@
 
 pub(crate) mod snapshot;
 
-pub use snapshot::{
+pub use crate::control::histogram::{
     CodecError, LATENCY_HIGH_US, LATENCY_LOW_US, LATENCY_SIGFIG, LatencyHistogram, MergeError,
-    STATS_SNAPSHOT_VERSION, StatsSnapshot,
 };
+pub use snapshot::{STATS_SNAPSHOT_VERSION, StatsSnapshot};
 
 use std::collections::HashMap;
 use std::fmt;

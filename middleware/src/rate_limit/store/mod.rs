@@ -51,24 +51,7 @@ impl fmt::Debug for Check {
     }
 }
 
-/// Occupancy and eviction counters of a store (zone-wide for a shared-memory store).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StoreStats {
-    /// Keys currently tracked.
-    pub keys: u64,
-    /// Maximum keys (0 when unbounded by the store itself, e.g. Redis with key TTLs).
-    pub capacity: u64,
-    /// Idle keys replaced by new ones.
-    pub evictions_idle: u64,
-    /// Active keys replaced because their set was full.
-    pub evictions_pressure: u64,
-    /// Idle keys freed by a purge.
-    pub purged: u64,
-    /// Store failures (Redis errors, timeouts, calls refused by the open breaker).
-    pub errors: u64,
-    /// Decisions made by the failure policy instead of the store.
-    pub fallbacks: u64,
-}
+pub use crate::control::stats::StoreStats;
 
 /// GCRA state storage for one policy.
 ///
