@@ -14,6 +14,8 @@ pub struct RedisServer {
     port: u16,
     bin: PathBuf,
     child: Option<Child>,
+    /// Addresses listened on besides 127.0.0.1.
+    extra_binds: Vec<std::net::IpAddr>,
 }
 
 /// Whether `redis-server` is required (`PALISADE_REQUIRE_REDIS=1`, set by CI).
@@ -43,6 +45,15 @@ impl RedisServer {
     /// # Panics
     /// When the binary is absent and [`required`], or when the server does not come up.
     pub fn start() -> Option<Self> {
+        Self::start_on(&[])
+    }
+
+    /// Like [`start`](Self::start), also listening on `extra_binds` (e.g. the host side of
+    /// test network namespaces' links), which must exist.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_on(extra_binds: &[std::net::IpAddr]) -> Option<Self> {
         let Some(bin) = find_binary() else {
             if required() {
                 panic!("redis-server is required (PALISADE_REQUIRE_REDIS=1) but was not found");
@@ -57,6 +68,7 @@ impl RedisServer {
             port: free_port(),
             bin,
             child: None,
+            extra_binds: extra_binds.to_vec(),
         };
         server.restart();
         Some(server)
@@ -75,6 +87,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT/`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `redis://IP:PORT/` for one of the addresses it listens on.
+    pub fn url_on(&self, ip: std::net::IpAddr) -> String {
+        format!("redis://{}/", SocketAddr::new(ip, self.port))
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
@@ -97,9 +114,12 @@ impl RedisServer {
     /// When it does not come up within 10 s.
     pub fn restart(&mut self) {
         self.kill();
+        let mut binds = vec!["127.0.0.1".to_owned()];
+        binds.extend(self.extra_binds.iter().map(ToString::to_string));
         let child = Command::new(&self.bin)
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+            .arg("--bind")
+            .args(&binds)
             .args(["--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--protected-mode", "no"])
             .args(["--loglevel", "warning"])
