@@ -416,18 +416,21 @@ impl Fleet {
             return;
         };
         let _serialized = self.inner.replicate.lock().await;
-        let (version_key, settings_key) = (self.key("version"), self.key("settings"));
+        let (version_key, settings_key, lock_key) =
+            (self.key("version"), self.key("settings"), self.key("lock"));
         let read = self
             .redis(|mut c| async move {
-                let (version, entries): (Option<u64>, BTreeMap<String, String>) = redis::pipe()
-                    .get(&version_key)
-                    .hgetall(&settings_key)
-                    .query_async(&mut c)
-                    .await?;
-                Ok((version.unwrap_or(0), entries))
+                let (version, entries, lock): (Option<u64>, BTreeMap<String, String>, Option<String>) =
+                    redis::pipe()
+                        .get(&version_key)
+                        .hgetall(&settings_key)
+                        .get(&lock_key)
+                        .query_async(&mut c)
+                        .await?;
+                Ok((version.unwrap_or(0), entries, lock.is_some()))
             })
             .await;
-        let (version, entries) = match read {
+        let (version, entries, changing) = match read {
             Ok(read) => read,
             Err(error) => {
                 tracing::debug!(%error, "fleet: catch-up read failed");
@@ -435,6 +438,11 @@ impl Fleet {
             }
         };
         let applied = self.applied_version();
+        if changing && version >= applied {
+            // A fleet change is in flight: its messages (or its rollback) bring this node
+            // along; catching up from the hash now could apply a change about to be undone.
+            return;
+        }
         if version < applied {
             self.seed(applied).await;
             return;
