@@ -420,13 +420,16 @@ impl Fleet {
             (self.key("version"), self.key("settings"), self.key("lock"));
         let read = self
             .redis(|mut c| async move {
-                let (version, entries, lock): (Option<u64>, BTreeMap<String, String>, Option<String>) =
-                    redis::pipe()
-                        .get(&version_key)
-                        .hgetall(&settings_key)
-                        .get(&lock_key)
-                        .query_async(&mut c)
-                        .await?;
+                let (version, entries, lock): (
+                    Option<u64>,
+                    BTreeMap<String, String>,
+                    Option<String>,
+                ) = redis::pipe()
+                    .get(&version_key)
+                    .hgetall(&settings_key)
+                    .get(&lock_key)
+                    .query_async(&mut c)
+                    .await?;
                 Ok((version.unwrap_or(0), entries, lock.is_some()))
             })
             .await;

@@ -45,7 +45,7 @@ pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendErr
 impl BackendError {
     /// The refusal of a fleet route by a server that is not part of a fleet.
     pub fn fleet_off() -> Self {
-        Self::NotSupported(
+        Self::NotFound(
             "this server is not part of a fleet (fleet mode is off; set fleet.redis_url)".into(),
         )
     }
@@ -200,16 +200,16 @@ pub trait AdminBackend: Send + Sync + 'static {
         let _ = applied;
         Box::pin(std::future::ready(Ok(Propagation::local())))
     }
-    /// The nodes of this server's fleet (`GET /admin/v1/fleet/nodes`); 501 outside fleet mode.
+    /// The nodes of this server's fleet (`GET /admin/v1/fleet/nodes`); 404 outside fleet mode.
     fn fleet_nodes(&self) -> BackendFuture<'_, FleetNodes> {
         Box::pin(std::future::ready(Err(BackendError::fleet_off())))
     }
-    /// Fleet-wide traffic with exactly merged latency (`GET /admin/v1/fleet/snapshot`); 501
+    /// Fleet-wide traffic with exactly merged latency (`GET /admin/v1/fleet/snapshot`); 404
     /// outside fleet mode.
     fn fleet_snapshot(&self) -> BackendFuture<'_, FleetSnapshot> {
         Box::pin(std::future::ready(Err(BackendError::fleet_off())))
     }
-    /// The newest `limit` fleet-wide changes, newest last (`GET /admin/v1/fleet/audit`); 501
+    /// The newest `limit` fleet-wide changes, newest last (`GET /admin/v1/fleet/audit`); 404
     /// outside fleet mode.
     fn fleet_audit(&self, limit: usize) -> BackendFuture<'_, FleetAudit> {
         let _ = limit;
