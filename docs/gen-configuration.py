@@ -141,6 +141,11 @@ D = {
     "otel.endpoint": "The OTLP/HTTP collector: `http://host:port` (`/v1/traces` is appended) or a full URL with its own path. Plain HTTP (a local collector or agent). Unset: no export.",
     "otel.sampling_ratio": "Ratio (0.0 to 1.0) of new traces that are sampled and exported; a request whose `traceparent` comes from a caller follows the caller's sampled flag (parent-based). The response's `traceparent` carries the decision.",
     "otel.service_name": "The `service.name` resource attribute.",
+    "fleet.change_timeout": "How long a fleet-wide change waits for every other node's answer before it is rolled back everywhere (1s to 120s).",
+    "fleet.heartbeat": "How often the node writes its heartbeat and checks that it runs the fleet's settings version (100ms to 60s); a node silent for three heartbeats leaves the fleet view.",
+    "fleet.name": "The fleet: servers with the same Redis and name form one fleet (letters, digits, `.`, `-`, `_`).",
+    "fleet.node_id": "This node's id, unique in the fleet; empty: `<hostname>-<port of server.bind>`.",
+    "fleet.redis_url": "`redis://host:6379/`: turns fleet mode on; the Redis holding the fleet's settings, nodes and audit. Unset: not part of a fleet.",
     "otel.headers": "Headers sent with every export, `\"name: value\"` (for example a collector's API key).",
     "otel.max_queue_size": "Spans held for export per worker at most; when the collector is slow or down, newer spans are dropped, never requests slowed.",
     "otel.scheduled_delay_ms": "How long finished spans wait for a batch before they are sent.",
@@ -230,9 +235,10 @@ SECTION_TITLES = {
     "timeout": ("`[timeout]`: request timeout", 'A deadline per request (component `timeout` in the admin API, kind `limit`). A handler that has not produced its response head in time is cut: `504` problem document, or `408` with `Connection: close` when it was waiting for a request body the client had not finished sending. Semantics: [layers.md](layers.md#request-timeout).'),
     "concurrency": ("`[concurrency]`: concurrency limit and load shedding", 'At most `max_in_flight` requests in flight **per worker** (the server-wide limit is the sum); beyond, a request is answered at once with `503` and `Retry-After` (component `concurrency`, kind `limit`). Semantics: [layers.md](layers.md#concurrency-limit).'),
     "otel": ("`[otel]`: OpenTelemetry export", "Each worker exports its request spans over OTLP/HTTP (protobuf) to a collector, continuing the client's `traceparent`: the exported span has the client's trace id, the span id the response's `traceparent` names, and the client's span as parent. Resource attributes: `service.name`, `service.version` (the binary's), `palisade.worker.id`, `service.instance.id` (`<pid>-<worker id>`), `process.pid`. Spans are batched on a background thread with its own HTTP client; a collector that is slow or down costs dropped spans, never slower requests. Queued spans are flushed when a worker exits (drain, restart, recycling). Off unless `endpoint` is set; the other keys are validated either way (exit 64). Semantics: [layers.md](layers.md#opentelemetry-export)."),
+    "fleet": ("`[fleet]`: many servers, one control plane", "Fleet mode, off unless `fleet.redis_url` is set (see [fleet.md](fleet.md)). The server registers\nin that Redis with a heartbeat, and a runtime change made through any node's admin API applies on\nevery node of the fleet, all or nothing; `?scope=node` changes one node only. Needs the admin\nAPI (`admin.enabled`)."),
     "demo": ("`[demo]`: demo routes", ""),
 }
-ORDER = ["server", "workers", "shutdown", "admin", "log", "rate_limit", "cache", "redis", "breaker", "database", "timeout", "concurrency", "otel", "demo"]
+ORDER = ["server", "workers", "shutdown", "admin", "log", "rate_limit", "cache", "redis", "breaker", "database", "timeout", "concurrency", "otel", "fleet", "demo"]
 tops = []
 for (k, sec, *_r) in keys:
     top = sec.split(".")[0]

@@ -67,6 +67,23 @@ where
         conn_tx,
         ctl_rx,
     ));
+    // With --fleet, the fleet snapshot is polled next to the server's own data.
+    let (fleet_tx, mut fleet_rx) = mpsc::channel(4);
+    let fleet_task = state.fleet.is_some().then(|| {
+        let client = client.clone();
+        let period = config.connection.poll_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let result = client.fleet_snapshot().await.map(Box::new);
+                if fleet_tx.send(result).await.is_err() {
+                    return;
+                }
+            }
+        })
+    });
 
     let mut redraw = tokio::time::interval(config.frame_interval);
     redraw.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -90,6 +107,7 @@ where
             },
             Some(event) = conn_rx.recv() => Some(Msg::Conn { event, at_ms: now_ms() }),
             Some((id, result)) = api_rx.recv() => Some(Msg::ApiResult { id, result, at_ms: now_ms() }),
+            Some(result) = fleet_rx.recv() => Some(Msg::Fleet { result, at_ms: now_ms() }),
             _ = clock.tick() => Some(Msg::Tick { now_ms: now_ms() }),
             _ = redraw.tick() => {
                 if state.take_dirty()
@@ -118,5 +136,8 @@ where
         }
     };
     conn_task.abort();
+    if let Some(task) = fleet_task {
+        task.abort();
+    }
     result.map(|()| state)
 }

@@ -500,6 +500,23 @@ impl AdminClient {
             .map_err(|e| ClientError::Protocol(format!("invalid snapshot JSON: {e}")))
     }
 
+    /// `GET /admin/v1/fleet/snapshot`: every node of the server's fleet, fleet-wide traffic.
+    pub async fn fleet_snapshot(
+        &self,
+    ) -> Result<palisade::admin::fleet::FleetSnapshot, ClientError> {
+        let req = self.request(
+            Method::GET,
+            "/admin/v1/fleet/snapshot",
+            "application/json",
+            None,
+        )?;
+        let res = self.send(req).await?;
+        let (status, body) = self.read_body(res).await?;
+        check_status(status, &body)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Protocol(format!("invalid fleet snapshot JSON: {e}")))
+    }
+
     /// Opens `GET /admin/v1/stream`, resuming after `last_event_id` when given.
     ///
     /// Fails with [`ClientError::Api`] and status 404, 405, 406 or 501 — or a

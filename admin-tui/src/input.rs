@@ -273,6 +273,13 @@ pub const BINDINGS: &[Binding] = &[
     ),
     bind(
         Scope::Global,
+        &[Char('8')],
+        "",
+        "",
+        Action::GoTo(Panel::Nodes),
+    ),
+    bind(
+        Scope::Global,
         &[Char('R')],
         "R",
         "reconnect now",

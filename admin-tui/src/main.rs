@@ -47,6 +47,10 @@ struct Args {
     /// chain to (default: the bundled web PKI roots).
     #[arg(long, value_name = "PATH", env = "PALISADE_TOP_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Watch the server's whole fleet (fleet mode): a Nodes panel (key 8) with every node,
+    /// fleet-wide traffic and merged latency. Edits made here apply fleet-wide.
+    #[arg(long)]
+    fleet: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,9 +78,12 @@ fn main() -> ExitCode {
     } else {
         Styles::from_env()
     };
-    let state = State::new(client.base_url(), now_ms())
+    let mut state = State::new(client.base_url(), now_ms())
         .with_token_hint(token.describe())
         .with_utc_offset(local_utc_offset_secs());
+    if args.fleet {
+        state = state.with_fleet();
+    }
     let config = RunConfig {
         connection: ConnectionConfig {
             poll_interval: Duration::from_millis(args.poll_interval_ms.max(100)),

@@ -97,7 +97,7 @@ pub async fn spawn(
     registry: Registry,
     backend: impl AdminBackend,
     metrics: Metrics,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<(SocketAddr, admin::Admin)> {
     let path = token_path(config);
     check_token_file(&path, config.admin.allow_readable_token_file)?;
     let (secret, origin) = admin::token::ensure(&path)?;
@@ -146,7 +146,9 @@ pub async fn spawn(
         ))
     };
     let hosts = HostCheck::new(config.admin.addr, &config.admin.allowed_hosts);
-    let router = admin::router(registry, admin_config)
+    let state = admin::Admin::new(registry, admin_config);
+    let router = state
+        .router()
         .route("/metrics", metrics_route)
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -213,7 +215,7 @@ pub async fn spawn(
             });
         })?;
     tracing::info!(%addr, scheme, token_file = %path.display(), "admin endpoint listening");
-    Ok(addr)
+    Ok((addr, state))
 }
 
 /// The admin listener's connection settings, in the shape the serving port uses.

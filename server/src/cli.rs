@@ -287,11 +287,20 @@ async fn run_single(config: Config) -> std::io::Result<()> {
     let app = app::build(config.clone(), 0, &app::context(&zones), exporter.as_ref())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     if config.admin.enabled {
-        let backend = admin::local_backend(app.state.observe.stats().clone(), addr);
+        let stats = app.state.observe.stats().clone();
+        let backend = std::sync::Arc::new(admin::local_backend(stats.clone(), addr));
         let metrics = exporter
             .clone()
             .map_or(admin::Metrics::None, admin::Metrics::Local);
-        admin::spawn(&config, app.state.registry.clone(), backend, metrics).await?;
+        serve_admin(
+            &config,
+            app.state.registry.clone(),
+            backend,
+            stats,
+            addr,
+            metrics,
+        )
+        .await?;
     }
     tokio::spawn(crate::log_limit::run_reporter());
     app.state.set_ready(true);
@@ -300,6 +309,30 @@ async fn run_single(config: Config) -> std::io::Result<()> {
         .serve(listener, None, config.server.serve_config(), true)
         .await?;
     tracing::info!(completed = report.completed, cut = report.cut, "drained");
+    Ok(())
+}
+
+/// Serves the admin API over `backend`; in fleet mode (`[fleet]`) joins the fleet first, so
+/// changes apply fleet-wide and changes from other nodes apply here.
+async fn serve_admin<B: palisade::admin::AdminBackend>(
+    config: &Config,
+    registry: palisade::control::Registry,
+    backend: std::sync::Arc<B>,
+    stats: palisade::observe::StatsRecorder,
+    listen: Option<std::net::SocketAddr>,
+    metrics: admin::Metrics,
+) -> std::io::Result<()> {
+    if !config.fleet.enabled() {
+        admin::spawn(config, registry, backend, metrics).await?;
+        return Ok(());
+    }
+    let port = listen.map_or(config.server.bind.port(), |a| a.port());
+    let fleet = crate::fleet::Fleet::new(&config.fleet, port, stats)
+        .map_err(|e| std::io::Error::other(format!("fleet: {e}")))?;
+    let fleet_backend =
+        crate::fleet::FleetBackend::new(std::sync::Arc::clone(&backend), fleet.clone());
+    let (admin_addr, state) = admin::spawn(config, registry, fleet_backend, metrics).await?;
+    fleet.start(state, backend, admin_addr);
     Ok(())
 }
 
@@ -395,8 +428,9 @@ async fn run_supervisor(config: Config, overrides: Overrides) -> std::io::Result
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let registry = admin::Aggregated::registry(&control.state.registry, &handle);
         let metrics = admin::Metrics::Workers(std::sync::Arc::clone(&handle.view));
-        let backend = admin::SupervisorBackend::new(handle, addr);
-        admin::spawn(&config, registry, backend, metrics).await?;
+        let stats = handle.stats.clone();
+        let backend = std::sync::Arc::new(admin::SupervisorBackend::new(handle, addr));
+        serve_admin(&config, registry, backend, stats, addr, metrics).await?;
         // Keep the control copies alive as long as the supervisor runs.
         let code = supervisor.await;
         drop(control);

@@ -54,6 +54,8 @@ pub struct Config {
     pub concurrency: ConcurrencySection,
     /// OpenTelemetry span export over OTLP/HTTP (`[otel]`; off without an endpoint).
     pub otel: OtelSection,
+    /// Fleet mode: many servers, one control plane on Redis (`[fleet]`; off by default).
+    pub fleet: FleetConfig,
 }
 
 impl Default for Config {
@@ -73,7 +75,92 @@ impl Default for Config {
             timeout: TimeoutSection::default(),
             concurrency: ConcurrencySection::default(),
             otel: OtelSection::default(),
+            fleet: FleetConfig::default(),
         }
+    }
+}
+
+/// Fleet mode (`[fleet]`): this server joins a fleet of servers sharing one control plane in
+/// Redis. It registers itself with a heartbeat, and a runtime change made through any node's
+/// admin API applies on every node (see `docs/fleet.md`). Off unless `redis_url` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// The Redis holding the fleet's settings, nodes and audit (`redis://host:port/db`); unset:
+    /// fleet mode off.
+    pub redis_url: Option<String>,
+    /// The fleet's name: servers with the same Redis and name form one fleet.
+    pub name: String,
+    /// This node's id, unique in the fleet; empty: `<hostname>-<port of server.bind>`.
+    pub node_id: String,
+    /// How often the node writes its heartbeat (and checks it runs the fleet's settings
+    /// version); a node silent for three intervals leaves the fleet view.
+    #[serde(with = "palisade::duration")]
+    pub heartbeat: Duration,
+    /// How long a fleet-wide change waits for every other node's answer before it is rolled
+    /// back everywhere.
+    #[serde(with = "palisade::duration")]
+    pub change_timeout: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            name: "default".to_owned(),
+            node_id: String::new(),
+            heartbeat: Duration::from_secs(1),
+            change_timeout: Duration::from_secs(8),
+        }
+    }
+}
+
+impl FleetConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.redis_url
+            && let Err(e) = redis::Client::open(url.as_str())
+        {
+            problems.push(format!("fleet.redis_url {url:?} is not a Redis URL: {e}"));
+        }
+        let id_ok = |s: &str| {
+            s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        };
+        if self.name.is_empty() || !id_ok(&self.name) {
+            problems.push(format!(
+                "fleet.name {:?} must be 1 to 128 letters, digits, `.`, `-` or `_`",
+                self.name
+            ));
+        }
+        if !id_ok(&self.node_id) {
+            problems.push(format!(
+                "fleet.node_id {:?} must be at most 128 letters, digits, `.`, `-` or `_` (empty: \
+                 <hostname>-<port>)",
+                self.node_id
+            ));
+        }
+        if self.heartbeat < Duration::from_millis(100) || self.heartbeat > Duration::from_secs(60) {
+            problems.push(format!(
+                "fleet.heartbeat must be between 100ms and 60s (got {})",
+                palisade::duration::format(self.heartbeat)
+            ));
+        }
+        if self.change_timeout < Duration::from_secs(1)
+            || self.change_timeout > Duration::from_secs(120)
+        {
+            problems.push(format!(
+                "fleet.change_timeout must be between 1s and 120s (got {})",
+                palisade::duration::format(self.change_timeout)
+            ));
+        }
+        problems
+    }
+
+    /// Whether fleet mode is on.
+    pub fn enabled(&self) -> bool {
+        self.redis_url.is_some()
     }
 }
 
@@ -550,6 +637,13 @@ impl Config {
         if let Err(e) = self.otel.config(0) {
             problems.push(e);
         }
+        problems.extend(self.fleet.problems());
+        if self.fleet.enabled() && !self.admin.enabled {
+            problems.push(
+                "fleet.redis_url needs admin.enabled = true: fleet changes go through the admin API"
+                    .to_owned(),
+            );
+        }
         // TLS files are loaded (and so checked) here: a bad certificate refuses the start with
         // exit 64, and a SIGHUP reload with the old workers kept.
         let tls = [("server.tls", &s.tls), ("admin.tls", &self.admin.tls)];
@@ -1010,6 +1104,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "cache.users.hard_timeout_ms",
     "database.url",
     "otel.endpoint",
+    "fleet.redis_url",
 ];
 
 /// `PALISADE_*` variables that are not configuration keys.

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod fd;
+pub mod fleet;
 pub mod log_limit;
 pub mod settings;
 pub mod supervisor;

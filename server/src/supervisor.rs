@@ -1004,6 +1004,7 @@ impl Supervisor {
             workers: f.outcomes.clone(),
             elapsed_ms: elapsed_ms(f.started),
             rolled_back: f.rolling_back,
+            nodes: Vec::new(),
         };
         if f.rolling_back || propagation.failed().next().is_none() {
             if f.rolling_back {

@@ -21,10 +21,12 @@
 pub mod http;
 pub mod load;
 pub mod otlp;
+pub mod netns;
 pub mod postgres;
 pub mod redis;
 pub mod server;
 pub mod tls;
+pub mod tmux;
 
 use std::future::{Future, ready};
 use std::net::{SocketAddr, TcpListener};

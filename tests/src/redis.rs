@@ -17,6 +17,8 @@ pub struct RedisServer {
     bin: PathBuf,
     child: Option<Child>,
     tls: Option<RedisTlsFiles>,
+    /// Addresses listened on besides 127.0.0.1.
+    extra_binds: Vec<std::net::IpAddr>,
 }
 
 /// Whether a TLS redis-server asks clients for a certificate (`--tls-auth-clients`).
@@ -81,7 +83,17 @@ impl RedisServer {
     /// # Panics
     /// When the binary is absent and [`required`], or when the server does not come up.
     pub fn start() -> Option<Self> {
+        Self::start_on(&[])
+    }
+
+    /// Like [`start`](Self::start), also listening on `extra_binds` (e.g. the host side of
+    /// test network namespaces' links), which must exist.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_on(extra_binds: &[std::net::IpAddr]) -> Option<Self> {
         let mut server = Self::start_stopped()?;
+        server.extra_binds = extra_binds.to_vec();
         server.restart();
         Some(server)
     }
@@ -139,6 +151,7 @@ impl RedisServer {
             bin,
             child: None,
             tls: None,
+            extra_binds: Vec::new(),
         })
     }
 
@@ -165,6 +178,11 @@ impl RedisServer {
             "redis"
         };
         format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// `redis://IP:PORT/` for one of the addresses it listens on.
+    pub fn url_on(&self, ip: std::net::IpAddr) -> String {
+        format!("redis://{}/", SocketAddr::new(ip, self.port))
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
@@ -206,8 +224,11 @@ impl RedisServer {
                     .args(["--tls-auth-clients", auth]);
             }
         }
+        let mut binds = vec!["127.0.0.1".to_owned()];
+        binds.extend(self.extra_binds.iter().map(ToString::to_string));
         let child = command
-            .args(["--bind", "127.0.0.1"])
+            .arg("--bind")
+            .args(&binds)
             .args(["--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--protected-mode", "no"])
             .args(["--loglevel", "warning"])

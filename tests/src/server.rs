@@ -54,6 +54,7 @@ pub struct ServerBuilder {
     ready_path: Option<String>,
     stderr: Option<PathBuf>,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    wrapper: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -86,6 +87,18 @@ impl ServerBuilder {
     #[must_use]
     pub fn stderr_to(mut self, path: &std::path::Path) -> Self {
         self.stderr = Some(path.to_path_buf());
+        self
+    }
+
+    /// Runs the binary through `wrapper` (e.g. `ip netns exec <ns>`, which execs it, so the
+    /// process id stays the server's).
+    #[must_use]
+    pub fn wrapped<I, S>(mut self, wrapper: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
         self
     }
 
@@ -142,7 +155,14 @@ impl ServerBuilder {
             "{addr} or {admin} still busy"
         );
         let admin_addr = Some(admin);
-        let mut cmd = Command::new(binary());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary());
+                cmd
+            }
+            None => Command::new(binary()),
+        };
         cmd.arg("--bind").arg(addr.to_string());
         cmd.arg("--admin-addr")
             .arg(admin.to_string())

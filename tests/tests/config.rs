@@ -73,6 +73,30 @@ fn invalid_config_exits_64_naming_the_field() {
         (&["--set", "server.nope=1"], &[], "server.nope"),
         (&["--admin-addr", "0.0.0.0:9901"], &[], "admin.addr"),
         (
+            &["--set", "fleet.redis_url=not a url"],
+            &[],
+            "fleet.redis_url",
+        ),
+        (
+            &[],
+            &[
+                ("PALISADE_FLEET_REDIS_URL", "redis://127.0.0.1:6379/"),
+                ("PALISADE_FLEET_HEARTBEAT", "10ms"),
+            ],
+            "fleet.heartbeat",
+        ),
+        (&["--set", "fleet.node_id=a b"], &[], "fleet.node_id"),
+        (
+            &[
+                "--set",
+                "fleet.redis_url=redis://127.0.0.1:6379/",
+                "--set",
+                "admin.enabled=false",
+            ],
+            &[],
+            "admin.enabled",
+        ),
+        (
             &["--config", "/definitely/missing.toml"],
             &[],
             "/definitely/missing.toml",

@@ -5,93 +5,12 @@
 //! when it returns.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use palisade_tests::http::Client;
 use palisade_tests::server::ServerProcess;
+use palisade_tests::tmux::Tmux;
 use palisade_tests::wait_until;
-
-/// A tmux session this test created; killed (by its unique name) on drop.
-struct Tmux {
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Option<Self> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            assert!(
-                std::env::var("CI").is_err(),
-                "tmux is required in CI (.ci/run installs it)"
-            );
-            eprintln!(
-                "\n!!!!!!!! SKIPPING: tmux not found; install it to run this test !!!!!!!!\n"
-            );
-            return None;
-        }
-        let name = format!("palisade-top-test-{}", std::process::id());
-        let status = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                "140",
-                "-y",
-                "40",
-                command,
-            ])
-            .status()
-            .expect("run tmux");
-        assert!(status.success(), "tmux new-session failed");
-        Some(Self { name })
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for key in keys {
-            let status = Command::new("tmux")
-                .args(["send-keys", "-t", &self.name, key])
-                .status()
-                .expect("tmux send-keys");
-            assert!(status.success());
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, check: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        let ok = wait_until(timeout, || {
-            last = self.screen();
-            check(&last)
-        });
-        assert!(ok, "screen never showed {what}:\n{last}");
-        last
-    }
-
-    fn alive(&self) -> bool {
-        Command::new("tmux")
-            .args(["has-session", "-t", &self.name])
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
-    }
-}
 
 fn top_binary() -> PathBuf {
     palisade_tests::server::binary().with_file_name("palisade-top")

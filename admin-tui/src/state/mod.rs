@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use palisade::control::model::{AuditEntry, Propagation, Snapshot, WorkerInfo};
+use palisade::admin::fleet::FleetSnapshot;
+use palisade::control::model::{AuditEntry, Outcome, Propagation, Snapshot, WorkerInfo};
 use palisade::control::{ComponentKind, ComponentSnapshot, FieldError};
 use serde_json::Value;
 
@@ -26,6 +27,81 @@ use crate::input::{self, Action};
 
 use self::components::{lookup, parse_input, patch_for, setting_paths};
 use self::history::{Derived, History, Sample};
+
+/// Each fleet node's answer to a change, for the footer: ` · node1 ✓ 12 ms, node2 ✓ 15 ms`.
+fn node_outcomes(p: &Propagation) -> String {
+    if p.nodes.is_empty() {
+        return String::new();
+    }
+    let nodes: Vec<String> = p
+        .nodes
+        .iter()
+        .map(|n| {
+            let mark = match n.outcome {
+                Outcome::Applied => "✓",
+                Outcome::Exited => "–",
+                Outcome::Refused | Outcome::TimedOut => "✖",
+            };
+            format!("{} {mark} {} ms", n.node_id, n.elapsed_ms)
+        })
+        .collect();
+    format!(" · {}", nodes.join(", "))
+}
+
+/// Fleet-wide data (`--fleet`): the latest fleet snapshot and rates derived from the one
+/// before.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetView {
+    /// The latest fleet snapshot (kept while the fleet cannot be read).
+    pub snapshot: Option<FleetSnapshot>,
+    /// When it arrived (ms since the epoch).
+    pub updated_ms: Option<u64>,
+    /// Fleet-wide requests per second between the latest two snapshots.
+    pub rps: Option<f64>,
+    /// Each node's requests per second, by node id.
+    pub node_rps: BTreeMap<String, f64>,
+    /// Why the last fleet read failed (e.g. the fleet's Redis is down), until one succeeds.
+    pub error: Option<String>,
+}
+
+impl FleetView {
+    fn ingest(&mut self, result: Result<Box<FleetSnapshot>, ClientError>, at_ms: u64) {
+        let next = match result {
+            Ok(s) => *s,
+            Err(e) => {
+                self.error = Some(match &e {
+                    ClientError::Api(p) => p.detail.clone().unwrap_or_else(|| p.title.clone()),
+                    other => other.to_string(),
+                });
+                return;
+            }
+        };
+        self.error = None;
+        if let Some(prev) = &self.snapshot {
+            let secs = next.taken_at_ms.saturating_sub(prev.taken_at_ms) as f64 / 1000.0;
+            if secs > 0.0 {
+                let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
+                self.rps = Some(rate(
+                    next.traffic.requests_total,
+                    prev.traffic.requests_total,
+                ));
+                self.node_rps = next
+                    .nodes
+                    .iter()
+                    .filter_map(|n| {
+                        let before = prev.nodes.iter().find(|p| p.node_id == n.node_id)?;
+                        Some((
+                            n.node_id.clone(),
+                            rate(n.requests_total, before.requests_total),
+                        ))
+                    })
+                    .collect();
+            }
+        }
+        self.snapshot = Some(next);
+        self.updated_ms = Some(at_ms);
+    }
+}
 
 /// Without an update for this long, a live connection's data counts as stale.
 pub const STALE_AFTER_MS: u64 = 10_000;
@@ -50,11 +126,14 @@ pub enum Panel {
     Caches,
     /// Recent admin changes.
     Audit,
+    /// The nodes of the fleet (`--fleet` only).
+    Nodes,
 }
 
 impl Panel {
-    /// All panels in tab order (the number keys are 1-based indexes into this).
-    pub const ALL: [Panel; 7] = [
+    /// All panels in tab order (the number keys are 1-based indexes into this); `Nodes` is
+    /// shown only with `--fleet`.
+    pub const ALL: [Panel; 8] = [
         Panel::Workers,
         Panel::Latency,
         Panel::Throughput,
@@ -62,6 +141,7 @@ impl Panel {
         Panel::Breakers,
         Panel::Caches,
         Panel::Audit,
+        Panel::Nodes,
     ];
 
     /// Position in [`Panel::ALL`].
@@ -79,6 +159,7 @@ impl Panel {
             Self::Breakers => "Breakers",
             Self::Caches => "Caches",
             Self::Audit => "Audit",
+            Self::Nodes => "Nodes",
         }
     }
 
@@ -104,7 +185,7 @@ impl Panel {
 
     /// Whether the panel is a table (selectable rows, filter).
     pub fn has_table(self) -> bool {
-        !matches!(self, Self::Latency | Self::Throughput)
+        !matches!(self, Self::Latency | Self::Throughput | Self::Nodes)
     }
 }
 
@@ -182,6 +263,13 @@ pub enum Msg {
     Conn {
         /// What.
         event: ConnEvent,
+        /// When (ms since the epoch).
+        at_ms: u64,
+    },
+    /// A fleet snapshot (`GET /admin/v1/fleet/snapshot`) arrived, or failed.
+    Fleet {
+        /// The answer.
+        result: Result<Box<FleetSnapshot>, ClientError>,
         /// When (ms since the epoch).
         at_ms: u64,
     },
@@ -389,7 +477,9 @@ pub struct State {
     /// The panel shown.
     pub panel: Panel,
     /// Table state per panel ([`Panel::index`]).
-    pub tables: [TableUi; 7],
+    pub tables: [TableUi; 8],
+    /// Fleet-wide data, with `--fleet` (`None`: not watching a fleet).
+    pub fleet: Option<FleetView>,
     /// What keys do.
     pub mode: Mode,
     /// The footer message.
@@ -420,6 +510,7 @@ impl State {
             history: History::default(),
             panel: Panel::Workers,
             tables: Default::default(),
+            fleet: None,
             mode: Mode::Normal,
             notice: None,
             pending: BTreeMap::new(),
@@ -428,6 +519,13 @@ impl State {
             next_request_id: 1,
             dirty: true,
         }
+    }
+
+    /// Watches the fleet too (`--fleet`): the Nodes panel and fleet-wide traffic.
+    #[must_use]
+    pub fn with_fleet(mut self) -> Self {
+        self.fleet = Some(FleetView::default());
+        self
     }
 
     /// Sets the token description shown while connecting.
@@ -701,6 +799,14 @@ impl State {
                 self.on_api_result(id, result);
                 None
             }
+            Msg::Fleet { result, at_ms } => {
+                self.now_ms = self.now_ms.max(at_ms);
+                if let Some(fleet) = &mut self.fleet {
+                    self.dirty = true;
+                    fleet.ingest(result, at_ms);
+                }
+                None
+            }
         }
     }
 
@@ -769,7 +875,7 @@ impl State {
                     .cloned()
                     .and_then(|p| serde_json::from_value::<Propagation>(p).ok())
                     .filter(|p| !p.workers.is_empty())
-                    .map(|p| format!(" · {}", p.summary()))
+                    .map(|p| format!(" · {}{}", p.summary(), node_outcomes(&p)))
                     .unwrap_or_default();
                 self.notify(Level::Success, format!("✓ {}{outcome}", pending.summary));
             }
@@ -1038,8 +1144,21 @@ impl State {
                 self.help_scroll = 0;
                 self.mode = Mode::Help;
             }
-            Action::NextPanel => self.panel = panel.next(),
-            Action::PrevPanel => self.panel = panel.prev(),
+            Action::NextPanel => {
+                self.panel = panel.next();
+                if self.panel == Panel::Nodes && self.fleet.is_none() {
+                    self.panel = self.panel.next();
+                }
+            }
+            Action::PrevPanel => {
+                self.panel = panel.prev();
+                if self.panel == Panel::Nodes && self.fleet.is_none() {
+                    self.panel = self.panel.prev();
+                }
+            }
+            Action::GoTo(Panel::Nodes) if self.fleet.is_none() => {
+                self.notify(Level::Info, "the Nodes panel needs --fleet");
+            }
             Action::GoTo(p) => self.panel = p,
             Action::Reconnect => {
                 self.notify(Level::Info, "reconnecting…");

@@ -7,6 +7,7 @@
 mod audit;
 mod components;
 mod latency;
+mod nodes;
 mod overlays;
 pub mod styles;
 #[cfg(test)]
@@ -68,6 +69,7 @@ pub fn render(frame: &mut Frame<'_>, state: &State, styles: &Styles) {
                 components::render(frame, body, state, styles);
             }
             Panel::Audit => audit::render(frame, body, state, styles),
+            Panel::Nodes => nodes::render(frame, body, state, styles),
         }
         if state.is_stale() {
             frame.buffer_mut().set_style(kpi, styles.stale());
@@ -189,6 +191,9 @@ fn plural(n: usize, word: &str) -> String {
 fn render_tabs(frame: &mut Frame<'_>, area: Rect, state: &State, styles: &Styles) {
     let mut spans = Vec::new();
     for (i, p) in Panel::ALL.iter().enumerate() {
+        if *p == Panel::Nodes && state.fleet.is_none() {
+            continue;
+        }
         let text = format!(" {} {} ", i + 1, p.title());
         let style = if *p == state.panel {
             styles.tab_active()

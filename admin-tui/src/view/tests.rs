@@ -167,6 +167,7 @@ fn an_edit_reports_its_outcome_on_every_worker() {
         ],
         elapsed_ms: 14,
         rolled_back: false,
+        nodes: Vec::new(),
     };
     state.update(Msg::ApiResult {
         id,
@@ -184,6 +185,7 @@ fn an_edit_reports_its_outcome_on_every_worker() {
         ],
         elapsed_ms: 14,
         rolled_back: true,
+        nodes: Vec::new(),
     };
     state.update(Msg::ApiResult {
         id,
@@ -373,4 +375,110 @@ fn find(buf: &ratatui::buffer::Buffer, needle: &str) -> (u16, u16) {
         }
     }
     panic!("`{needle}` not on screen:\n{text}");
+}
+
+#[test]
+fn the_nodes_panel_shows_every_node_and_fleet_wide_traffic() {
+    use palisade::admin::fleet::{FleetSnapshot, NodeInfo};
+    use palisade::control::model::{LatencyWindow, Traffic};
+
+    let node = |id: &str, requests: u64, in_sync: bool| NodeInfo {
+        node_id: id.into(),
+        admin_addr: Some(format!("10.0.0.{}:9901", id.len())),
+        version: "0.1.0".into(),
+        workers_ready: 2,
+        workers: 2,
+        requests_total: requests,
+        latency: vec![LatencyWindow {
+            window_secs: 10,
+            count: 10,
+            p50_ms: 1.5,
+            p99_ms: 9.0,
+            ..LatencyWindow::default()
+        }],
+        applied_version: if in_sync { 3 } else { 2 },
+        in_sync,
+        overrides: if in_sync {
+            vec![]
+        } else {
+            vec!["limits/api".into()]
+        },
+        ..NodeInfo::default()
+    };
+    let fleet = |at: u64, scale: u64| FleetSnapshot {
+        fleet: "prod".into(),
+        node_id: "alpha".into(),
+        version: 3,
+        taken_at_ms: at,
+        traffic: Traffic {
+            requests_total: 600 * scale,
+            latency: vec![LatencyWindow {
+                window_secs: 10,
+                count: 30,
+                p50_ms: 1.5,
+                p90_ms: 4.0,
+                p99_ms: 9.0,
+                ..LatencyWindow::default()
+            }],
+            ..Traffic::default()
+        },
+        nodes: vec![
+            node("alpha", 100 * scale, true),
+            node("beta", 200 * scale, true),
+            node("gamma", 300 * scale, false),
+        ],
+    };
+    let mut state = live_state(90).with_fleet();
+    // Without --fleet the Nodes tab is hidden; with it, key 8 shows the panel.
+    assert!(
+        !screen_text(draw(&live_state(90), 160, 30, &color()).backend().buffer())
+            .contains("8 Nodes")
+    );
+    state.update(key('8'));
+    assert_eq!(state.panel, crate::state::Panel::Nodes);
+    for (at, scale) in [(T0, 1), (T0 + 2000, 2)] {
+        state.update(Msg::Fleet {
+            result: Ok(Box::new(fleet(at, scale))),
+            at_ms: at,
+        });
+    }
+    let text = screen_text(draw(&state, 160, 30, &color()).backend().buffer());
+    assert!(text.contains("8 Nodes"), "{text}");
+    assert!(
+        text.contains("fleet prod · settings v3 · 3 nodes"),
+        "{text}"
+    );
+    // 600 requests more over 2 s, over the whole fleet.
+    assert!(text.contains("300.0 req/s"), "{text}");
+    assert!(text.contains("(10s, merged)"), "{text}");
+    for id in ["alpha", "beta", "gamma"] {
+        assert!(text.contains(id), "{text}");
+    }
+    assert!(text.contains("v2 ✖ behind"), "{text}");
+    assert!(text.contains("limits/api"), "{text}");
+    assert_eq!(
+        state
+            .fleet
+            .as_ref()
+            .and_then(|f| f.node_rps.get("gamma"))
+            .copied(),
+        Some(150.0)
+    );
+
+    // The fleet going unreadable keeps the last data, marked.
+    state.update(Msg::Fleet {
+        result: Err(ClientError::Api(ApiProblem {
+            status: 503,
+            title: "Service Unavailable".into(),
+            detail: Some("the fleet's Redis is unreachable".into()),
+            errors: vec![],
+        })),
+        at_ms: T0 + 3000,
+    });
+    let text = screen_text(draw(&state, 160, 30, &color()).backend().buffer());
+    assert!(
+        text.contains("stale: the fleet's Redis is unreachable"),
+        "{text}"
+    );
+    assert!(text.contains("gamma"), "{text}");
 }

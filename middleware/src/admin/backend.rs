@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::fleet::{FleetAudit, FleetNodes, FleetSnapshot};
 use crate::control::model::{Propagation, ServerInfo, Traffic, WorkerInfo};
 use crate::control::{Change, ComponentKind, FieldError};
 
@@ -42,11 +43,50 @@ pub enum BackendError {
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
 
 impl BackendError {
+    /// The refusal of a fleet route by a server that is not part of a fleet.
+    pub fn fleet_off() -> Self {
+        Self::NotFound(
+            "this server is not part of a fleet (fleet mode is off; set fleet.redis_url)".into(),
+        )
+    }
+
     /// The refusal a backend without worker processes gives.
     pub fn not_supported(operation: &str) -> Self {
         Self::NotSupported(format!(
             "`{operation}` is not supported by this server (it has no worker processes to manage)"
         ))
+    }
+}
+
+/// Where a change applies (`?scope=` on `PUT` and actions).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Scope {
+    /// Everywhere the backend reaches: every worker of this server and, in fleet mode, every
+    /// node of the fleet. The default.
+    #[default]
+    Fleet,
+    /// This server only (`?scope=node`): in fleet mode, an explicit node-local override that
+    /// the nodes view reports until a fleet-wide change of the same component replaces it.
+    Node,
+    /// A change the fleet already decided, arriving from another node: applied to this
+    /// server's workers only, and never published again (see [`Admin::apply_replicated`]).
+    ///
+    /// [`Admin::apply_replicated`]: super::Admin::apply_replicated
+    Replicated,
+}
+
+impl Scope {
+    /// Reads the `scope` query value: `fleet` or `node`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "fleet" => Some(Self::Fleet),
+            "node" => Some(Self::Node),
+            _ => None,
+        }
     }
 }
 
@@ -72,6 +112,8 @@ pub enum Applied {
         revert: bool,
         /// The token id that made the change.
         actor: String,
+        /// Where the change applies.
+        scope: Scope,
     },
     /// An operator action such as `force_open` or `invalidate`.
     Action {
@@ -87,7 +129,18 @@ pub enum Applied {
         result: Value,
         /// The token id that ran it.
         actor: String,
+        /// Where the action runs.
+        scope: Scope,
     },
+}
+
+impl Applied {
+    /// Where the change applies.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Self::Settings { scope, .. } | Self::Action { scope, .. } => *scope,
+        }
+    }
 }
 
 /// The server behind an admin router: identity, workers, merged traffic, worker operations and
@@ -147,6 +200,21 @@ pub trait AdminBackend: Send + Sync + 'static {
         let _ = applied;
         Box::pin(std::future::ready(Ok(Propagation::local())))
     }
+    /// The nodes of this server's fleet (`GET /admin/v1/fleet/nodes`); 404 outside fleet mode.
+    fn fleet_nodes(&self) -> BackendFuture<'_, FleetNodes> {
+        Box::pin(std::future::ready(Err(BackendError::fleet_off())))
+    }
+    /// Fleet-wide traffic with exactly merged latency (`GET /admin/v1/fleet/snapshot`); 404
+    /// outside fleet mode.
+    fn fleet_snapshot(&self) -> BackendFuture<'_, FleetSnapshot> {
+        Box::pin(std::future::ready(Err(BackendError::fleet_off())))
+    }
+    /// The newest `limit` fleet-wide changes, newest last (`GET /admin/v1/fleet/audit`); 404
+    /// outside fleet mode.
+    fn fleet_audit(&self, limit: usize) -> BackendFuture<'_, FleetAudit> {
+        let _ = limit;
+        Box::pin(std::future::ready(Err(BackendError::fleet_off())))
+    }
 }
 
 impl<T: AdminBackend + ?Sized> AdminBackend for Arc<T> {
@@ -170,6 +238,15 @@ impl<T: AdminBackend + ?Sized> AdminBackend for Arc<T> {
     }
     fn propagate<'a>(&'a self, applied: &'a Applied) -> BackendFuture<'a, Propagation> {
         (**self).propagate(applied)
+    }
+    fn fleet_nodes(&self) -> BackendFuture<'_, FleetNodes> {
+        (**self).fleet_nodes()
+    }
+    fn fleet_snapshot(&self) -> BackendFuture<'_, FleetSnapshot> {
+        (**self).fleet_snapshot()
+    }
+    fn fleet_audit(&self, limit: usize) -> BackendFuture<'_, FleetAudit> {
+        (**self).fleet_audit(limit)
     }
 }
 

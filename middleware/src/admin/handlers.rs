@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::Shared;
 use super::audit::now_ms;
 use super::auth::{Caller, payload_too_large};
-use super::backend::{Applied, BackendError};
+use super::backend::{Applied, BackendError, Scope};
 use crate::control::model::{AuditEntry, Outcome, Propagation, Snapshot, WorkerInfo};
 use crate::control::{ComponentKind, DynComponent, FieldError, snapshot_of};
 use crate::problem::Problem;
@@ -277,6 +277,7 @@ pub(crate) struct PutRequest {
     pub(crate) settings: Value,
     pub(crate) ttl: Option<Duration>,
     pub(crate) dry_run: bool,
+    pub(crate) scope: Scope,
 }
 
 /// Parses a `PUT` body and query, collecting every field error. Unknown query parameters are
@@ -306,8 +307,13 @@ pub(crate) fn parse_put(
     };
     let mut ttl = None;
     let mut dry_run = false;
+    let mut scope = Scope::default();
     for (key, value) in query {
         match key.as_str() {
+            "scope" => match Scope::parse(value) {
+                Some(s) => scope = s,
+                None => errors.push(scope_error(value)),
+            },
             "ttl_secs" => match value.parse::<u64>() {
                 Ok(0) => errors.push(FieldError::new("ttl_secs", "must be at least 1 (got 0)")),
                 Ok(n) if n > max_ttl.as_secs() => errors.push(FieldError::new(
@@ -330,7 +336,7 @@ pub(crate) fn parse_put(
             },
             _ => errors.push(FieldError::new(
                 key.clone(),
-                "unknown query parameter; PUT accepts ttl_secs and dry_run",
+                "unknown query parameter; PUT accepts ttl_secs, dry_run and scope",
             )),
         }
     }
@@ -339,10 +345,20 @@ pub(crate) fn parse_put(
             settings,
             ttl,
             dry_run,
+            scope,
         })
     } else {
         Err(errors)
     }
+}
+
+fn scope_error(value: &str) -> FieldError {
+    FieldError::new(
+        "scope",
+        format!(
+            "must be `fleet` (every node of a fleet; the default) or `node` (this server only), got `{value}`"
+        ),
+    )
 }
 
 #[derive(Debug, Serialize)]
@@ -463,6 +479,7 @@ async fn apply_settings(
         version,
         revert: false,
         actor: caller.id.clone(),
+        scope: req.scope,
     };
     let propagation = match shared.config.backend.propagate(&applied).await {
         Ok(propagation) => propagation,
@@ -488,6 +505,9 @@ async fn apply_settings(
     if let Some(ttl) = req.ttl {
         details.insert("ttl_secs".into(), ttl.as_secs().into());
     }
+    if req.scope != Scope::Fleet {
+        details.insert("scope".into(), json!(req.scope));
+    }
     let entry = shared.audit.record(AuditEntry {
         actor: caller.id.clone(),
         action: "update".into(),
@@ -506,6 +526,7 @@ async fn apply_settings(
             restore: change.before.clone(),
             of_seq: entry.seq,
             actor: caller.id.clone(),
+            scope: req.scope,
         };
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
@@ -574,6 +595,7 @@ pub(crate) struct Revert {
     restore: Value,
     of_seq: u64,
     actor: String,
+    scope: Scope,
 }
 
 impl Revert {
@@ -619,6 +641,7 @@ impl Revert {
                     version,
                     revert: true,
                     actor: self.actor.clone(),
+                    scope: self.scope,
                 };
                 match shared.config.backend.propagate(&applied).await {
                     Ok(propagation) => {
@@ -681,15 +704,36 @@ fn valid_action_name(action: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one parameter per axum extractor"
+)]
 pub(crate) async fn action(
     kind: ComponentKind,
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     path: std::result::Result<Path<(String, String)>, PathRejection>,
+    query: std::result::Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result {
     let Path((name, action)) = path.map_err(|r| path_error(&r))?;
+    let Query(query) = query.map_err(|r| query_error(&r))?;
+    let mut scope = Scope::default();
+    let mut errors = Vec::new();
+    for (key, value) in &query {
+        match (key.as_str(), Scope::parse(value)) {
+            ("scope", Some(s)) => scope = s,
+            ("scope", None) => errors.push(scope_error(value)),
+            _ => errors.push(FieldError::new(
+                key.clone(),
+                "unknown query parameter; actions accept scope",
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(invalid(errors, "the request was refused; nothing changed").into());
+    }
     let component = find(&shared, kind, &name)?;
     if !valid_action_name(&action) {
         return Err(invalid(
@@ -727,6 +771,7 @@ pub(crate) async fn action(
         args: args.clone(),
         result: result.clone(),
         actor: caller.id.clone(),
+        scope,
     };
     // An action cannot be undone: a worker that refuses it is reported, not rolled back.
     let propagated = shared.config.backend.propagate(&applied).await;
@@ -772,17 +817,28 @@ fn backend_problem(e: BackendError) -> Problem {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").detail(msg)
         }
         BackendError::NotApplied(propagation) => {
-            let refused = propagation.failed().any(|w| w.outcome == Outcome::Refused);
-            let (status, title) = if refused {
-                (StatusCode::CONFLICT, "Refused by a worker")
-            } else {
-                (StatusCode::GATEWAY_TIMEOUT, "A worker did not answer")
+            let refused = propagation.failed().any(|w| w.outcome == Outcome::Refused)
+                || propagation
+                    .failed_nodes()
+                    .any(|n| n.outcome == Outcome::Refused);
+            let nodes: Vec<String> = propagation
+                .failed_nodes()
+                .map(|n| n.node_id.clone())
+                .collect();
+            let (status, title) = match (refused, nodes.is_empty()) {
+                (true, true) => (StatusCode::CONFLICT, "Refused by a worker"),
+                (true, false) => (StatusCode::CONFLICT, "Refused by a fleet node"),
+                (false, true) => (StatusCode::GATEWAY_TIMEOUT, "A worker did not answer"),
+                (false, false) => (StatusCode::GATEWAY_TIMEOUT, "A fleet node did not answer"),
             };
             let workers: Vec<u32> = propagation.failed().map(|w| w.worker_id).collect();
-            Problem::new(status, title)
+            let mut problem = Problem::new(status, title)
                 .detail(propagation.summary())
-                .with("workers", workers)
-                .with("propagation", propagation)
+                .with("workers", workers);
+            if !nodes.is_empty() {
+                problem = problem.with("nodes", nodes);
+            }
+            problem.with("propagation", propagation)
         }
     }
 }
@@ -918,4 +974,125 @@ pub(crate) async fn drain(
         shared.config.backend.drain_worker(id),
     )
     .await
+}
+
+// === fleet ===
+
+/// Applies settings a fleet already decided to this server (see
+/// [`Admin::apply_replicated`](super::Admin::apply_replicated)).
+pub(crate) async fn apply_replicated(
+    shared: &Shared,
+    kind: ComponentKind,
+    name: &str,
+    settings: &Value,
+    actor: &str,
+    details: Value,
+) -> std::result::Result<Propagation, BackendError> {
+    let _serialized = shared.write_lock.lock().await;
+    let component = shared.registry.get_kind(kind, name).ok_or_else(|| {
+        BackendError::NotFound(format!(
+            "no {} named `{name}` on this server",
+            kind_word(kind)
+        ))
+    })?;
+    let preview = component
+        .apply(settings, true)
+        .map_err(BackendError::Invalid)?;
+    if preview.before == preview.after {
+        // Already in force here (this server made the change, or caught up before).
+        return Ok(Propagation::default());
+    }
+    let change = component
+        .apply(settings, false)
+        .map_err(BackendError::Invalid)?;
+    let version = component.version();
+    let applied = Applied::Settings {
+        kind,
+        name: name.to_owned(),
+        patch: settings.clone(),
+        change: change.clone(),
+        version,
+        revert: false,
+        actor: actor.to_owned(),
+        scope: Scope::Replicated,
+    };
+    match shared.config.backend.propagate(&applied).await {
+        Ok(propagation) => {
+            shared.audit.record(AuditEntry {
+                actor: actor.to_owned(),
+                action: "fleet_update".into(),
+                target: target(kind, name),
+                before: change.before,
+                after: change.after,
+                details,
+                propagation: Some(propagation.clone()),
+                ..AuditEntry::default()
+            });
+            Ok(propagation)
+        }
+        Err(error) => {
+            if let Err(errors) = component.apply(&change.before, false) {
+                tracing::error!(target = %target(kind, name), errors = ?errors, "cannot restore settings after a refused fleet change");
+            }
+            let propagation = match &error {
+                BackendError::NotApplied(p) => Some(p.clone()),
+                _ => None,
+            };
+            shared.audit.record(AuditEntry {
+                actor: actor.to_owned(),
+                action: "fleet_update_refused".into(),
+                target: target(kind, name),
+                before: change.before.clone(),
+                after: change.before,
+                details: json!({ "fleet": details, "error": error.to_string() }),
+                propagation,
+                ..AuditEntry::default()
+            });
+            Err(error)
+        }
+    }
+}
+
+pub(crate) async fn fleet_nodes(State(shared): State<Arc<Shared>>) -> Result {
+    let nodes = shared
+        .config
+        .backend
+        .fleet_nodes()
+        .await
+        .map_err(backend_problem)?;
+    Ok(Json(nodes).into_response())
+}
+
+pub(crate) async fn fleet_snapshot(State(shared): State<Arc<Shared>>) -> Result {
+    let snapshot = shared
+        .config
+        .backend
+        .fleet_snapshot()
+        .await
+        .map_err(backend_problem)?;
+    Ok(Json(snapshot).into_response())
+}
+
+/// The most fleet audit entries one request returns.
+const MAX_FLEET_AUDIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetAuditQuery {
+    limit: Option<usize>,
+}
+
+pub(crate) async fn fleet_audit(
+    State(shared): State<Arc<Shared>>,
+    query: std::result::Result<Query<FleetAuditQuery>, QueryRejection>,
+) -> Result {
+    let Query(q) = query.map_err(|r| query_error(&r))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_FLEET_AUDIT);
+    let audit = shared
+        .config
+        .backend
+        .fleet_audit(limit)
+        .await
+        .map_err(backend_problem)?;
+    Ok(Json(audit).into_response())
 }

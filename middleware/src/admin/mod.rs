@@ -74,6 +74,7 @@ mod audit;
 mod auth;
 mod backend;
 mod config;
+pub mod fleet;
 mod handlers;
 mod routes;
 mod stream;
@@ -90,7 +91,9 @@ use axum::Router;
 use tokio::sync::watch;
 
 pub use audit::AuditLog;
-pub use backend::{AdminBackend, Applied, BackendError, BackendFuture, LocalBackend, rss_bytes};
+pub use backend::{
+    AdminBackend, Applied, BackendError, BackendFuture, LocalBackend, Scope, rss_bytes,
+};
 pub use config::{Access, AdminConfig, AdminConfigBuilder, ConfigError, MIN_SECRET_LEN, Token};
 pub use routes::routes;
 
@@ -155,6 +158,27 @@ impl Admin {
     /// The registry served.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
+    }
+
+    /// Applies settings that a fleet already decided (a change made through another node's admin
+    /// API) to this server: validated by the component, carried to every worker by the
+    /// backend ([`AdminBackend::propagate`] with [`Scope::Replicated`], so it is not published
+    /// again), serialized with this server's own admin changes and audited as `fleet_update`
+    /// with `details`. Settings already in force answer at once with no workers.
+    ///
+    /// # Errors
+    /// The component is unknown ([`BackendError::NotFound`]), refuses the settings
+    /// ([`BackendError::Invalid`]), or a worker refused or did not answer
+    /// ([`BackendError::NotApplied`]; this server's copy is restored, as for an admin change).
+    pub async fn apply_replicated(
+        &self,
+        kind: ComponentKind,
+        name: &str,
+        settings: &serde_json::Value,
+        actor: &str,
+        details: serde_json::Value,
+    ) -> Result<crate::control::model::Propagation, BackendError> {
+        handlers::apply_replicated(&self.shared, kind, name, settings, actor, details).await
     }
 
     /// Ends every open `GET /admin/v1/stream` response (and any opened later), so a graceful

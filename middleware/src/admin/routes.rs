@@ -28,6 +28,9 @@ enum Op {
     Restart,
     Drain,
     Audit,
+    FleetNodes,
+    FleetSnapshot,
+    FleetAudit,
 }
 
 struct RouteDef {
@@ -72,6 +75,9 @@ const TABLE: &[RouteDef] = &[
     def("POST", "/admin/v1/workers/restart", Op::Restart),
     def("POST", "/admin/v1/workers/{id}/drain", Op::Drain),
     def("GET", "/admin/v1/audit", Op::Audit),
+    def("GET", "/admin/v1/fleet/nodes", Op::FleetNodes),
+    def("GET", "/admin/v1/fleet/snapshot", Op::FleetSnapshot),
+    def("GET", "/admin/v1/fleet/audit", Op::FleetAudit),
 ];
 
 /// Every admin route as `(method, path template)`, in axum 0.8 syntax (`/{name}`). `GET`
@@ -94,12 +100,15 @@ fn endpoint(op: Op) -> Endpoint {
         Op::List(kind) => get(move |s| handlers::list(kind, s)),
         Op::Get(kind) => get(move |s, p| handlers::get_one(kind, s, p)),
         Op::Put(kind) => put(move |s, c, p, q, h, b| handlers::put_one(kind, s, c, p, q, h, b)),
-        Op::Action(kind) => post(move |s, c, p, h, b| handlers::action(kind, s, c, p, h, b)),
+        Op::Action(kind) => post(move |s, c, p, q, h, b| handlers::action(kind, s, c, p, q, h, b)),
         Op::Workers => get(handlers::workers),
         Op::Scale => post(handlers::scale),
         Op::Restart => post(handlers::restart),
         Op::Drain => post(handlers::drain),
         Op::Audit => get(handlers::audit),
+        Op::FleetNodes => get(handlers::fleet_nodes),
+        Op::FleetSnapshot => get(handlers::fleet_snapshot),
+        Op::FleetAudit => get(handlers::fleet_audit),
     }
 }
 

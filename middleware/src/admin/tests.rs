@@ -609,3 +609,96 @@ async fn a_put_that_changes_nothing_keeps_the_version_and_is_not_audited() {
     assert_eq!(headers[header::ETAG], "\"2\"");
     assert_eq!(admin.audit().recent(10).len(), 1);
 }
+
+#[tokio::test]
+async fn the_scope_reaches_the_backend_and_replicated_changes_are_audited_as_fleet_updates() {
+    let registry = Registry::new();
+    let knob = Knob::new();
+    registry.register("api", knob.clone()).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let config = AdminConfig::builder()
+        .read_write_token("ops", RW)
+        .backend(Arc::clone(&recorder))
+        .build()
+        .unwrap();
+    let admin = Admin::new(registry, config);
+
+    let (status, _, body) = call(
+        &admin,
+        Method::PUT,
+        "/admin/v1/limits/api?scope=everywhere",
+        Some(RW),
+        Some(json!({"rate": 3})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["field"], "scope");
+    assert_eq!(knob.version(), 1, "a refused scope changes nothing");
+
+    let (status, _, _) = call(
+        &admin,
+        Method::PUT,
+        "/admin/v1/limits/api?scope=node",
+        Some(RW),
+        Some(json!({"rate": 3})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let propagation = admin
+        .apply_replicated(
+            ComponentKind::Limit,
+            "api",
+            &json!({"rate": 7, "burst": 5}),
+            "fleet:node1/ops",
+            json!({"fleet_version": 4}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(propagation, crate::control::model::Propagation::local());
+    assert_eq!(knob.settings()["rate"], 7);
+    // Settings already in force: answered at once, nothing carried or audited.
+    let again = admin
+        .apply_replicated(
+            ComponentKind::Limit,
+            "api",
+            &json!({"rate": 7}),
+            "fleet:node1/ops",
+            Value::Null,
+        )
+        .await
+        .unwrap();
+    assert!(again.workers.is_empty());
+    let refused = admin
+        .apply_replicated(
+            ComponentKind::Limit,
+            "api",
+            &json!({"rate": 0}),
+            "fleet:node1/ops",
+            Value::Null,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(BackendError::Invalid(_))),
+        "{refused:?}"
+    );
+
+    let scopes: Vec<Scope> = recorder.0.lock().iter().map(Applied::scope).collect();
+    assert_eq!(scopes, [Scope::Node, Scope::Replicated]);
+    let audit = admin.audit().recent(10);
+    let last = audit.last().unwrap();
+    assert_eq!(last.action, "fleet_update");
+    assert_eq!(last.actor, "fleet:node1/ops");
+    assert_eq!(last.details["fleet_version"], 4);
+    assert_eq!(audit[audit.len() - 2].details["scope"], "node");
+
+    // Outside fleet mode the fleet routes are not there.
+    for path in [
+        "/admin/v1/fleet/nodes",
+        "/admin/v1/fleet/snapshot",
+        "/admin/v1/fleet/audit?limit=5",
+    ] {
+        let (status, _, body) = call(&admin, Method::GET, path, Some(RW), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains("fleet.redis_url"));
+    }
+}

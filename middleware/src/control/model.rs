@@ -235,6 +235,27 @@ pub struct Propagation {
     /// `true` when a refusal or timeout made the change roll back on every worker.
     #[serde(default)]
     pub rolled_back: bool,
+    /// In fleet mode, how every other node of the fleet answered (each through its own
+    /// workers); empty for a change that stayed on this server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeOutcome>,
+}
+
+/// One fleet node's answer to a fleet-wide change (see `docs/fleet.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOutcome {
+    /// The node id (`fleet.node_id`).
+    pub node_id: String,
+    /// What happened on that node: [`Outcome::Exited`] when it left the fleet before answering.
+    pub outcome: Outcome,
+    /// Why the node refused, or what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Time from publishing the change to this node's answer, milliseconds.
+    pub elapsed_ms: u64,
+    /// Each of the node's workers' answers.
+    #[serde(default)]
+    pub workers: Vec<WorkerOutcome>,
 }
 
 impl Propagation {
@@ -250,6 +271,7 @@ impl Propagation {
             }],
             elapsed_ms: 0,
             rolled_back: false,
+            nodes: Vec::new(),
         }
     }
 
@@ -266,9 +288,14 @@ impl Propagation {
         self.workers.iter().filter(|w| w.outcome.is_failure())
     }
 
-    /// Whether every worker that still runs applied the change.
+    /// Fleet nodes that refused the change or did not answer in time.
+    pub fn failed_nodes(&self) -> impl Iterator<Item = &NodeOutcome> {
+        self.nodes.iter().filter(|n| n.outcome.is_failure())
+    }
+
+    /// Whether every worker (and, in a fleet, every node) that still runs applied the change.
     pub fn succeeded(&self) -> bool {
-        !self.rolled_back && self.failed().next().is_none()
+        !self.rolled_back && self.failed().next().is_none() && self.failed_nodes().next().is_none()
     }
 
     /// One line for an operator, e.g. `applied on 2/2 workers in 14 ms` or
@@ -285,12 +312,33 @@ impl Propagation {
             .filter(|w| w.outcome != Outcome::Exited)
             .count();
         if self.succeeded() {
+            let nodes = match self.nodes.len() {
+                0 => String::new(),
+                n => {
+                    let applied = self
+                        .nodes
+                        .iter()
+                        .filter(|n| n.outcome == Outcome::Applied)
+                        .count();
+                    format!(" and {applied}/{n} other nodes")
+                }
+            };
             return format!(
-                "applied on {}/{total} workers in {} ms",
+                "applied on {}/{total} workers{nodes} in {} ms",
                 self.applied(),
                 self.elapsed_ms
             );
         }
+        let node_failures = self.failed_nodes().map(|n| {
+            let what = match n.outcome {
+                Outcome::TimedOut => "no answer from",
+                _ => "refused by",
+            };
+            match &n.error {
+                Some(e) => format!("{what} node {}: {e}", n.node_id),
+                None => format!("{what} node {}", n.node_id),
+            }
+        });
         let failures: Vec<String> = self
             .failed()
             .map(|w| {
@@ -303,8 +351,18 @@ impl Propagation {
                     None => format!("{what} worker {} (pid {})", w.worker_id, w.pid),
                 }
             })
+            .chain(node_failures)
             .collect();
-        if self.rolled_back {
+        if self.rolled_back && !self.nodes.is_empty() {
+            format!(
+                "{}; rolled back on {total} workers and {} other nodes",
+                failures.join("; "),
+                self.nodes
+                    .iter()
+                    .filter(|n| n.outcome != Outcome::Exited)
+                    .count()
+            )
+        } else if self.rolled_back {
             format!("{}; rolled back on {total} workers", failures.join("; "))
         } else {
             format!(
