@@ -633,7 +633,7 @@ async fn the_scope_reaches_the_backend_and_replicated_changes_are_audited_as_fle
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["errors"][0]["field"], "scope");
-    assert_eq!(knob.version(), 1, "a refused scope changes nothing");
+    assert_eq!(DynComponent::version(&*knob), 1, "a refused scope changes nothing");
 
     let (status, _, _) = call(
         &admin,
@@ -655,7 +655,7 @@ async fn the_scope_reaches_the_backend_and_replicated_changes_are_audited_as_fle
         .await
         .unwrap();
     assert_eq!(propagation, crate::control::model::Propagation::local());
-    assert_eq!(knob.settings()["rate"], 7);
+    assert_eq!(DynComponent::settings(&*knob)["rate"], 7);
     // Settings already in force: answered at once, nothing carried or audited.
     let again = admin
         .apply_replicated(
