@@ -20,8 +20,8 @@
 
 pub mod http;
 pub mod load;
-pub mod otlp;
 pub mod netns;
+pub mod otlp;
 pub mod postgres;
 pub mod redis;
 pub mod server;

@@ -633,7 +633,11 @@ async fn the_scope_reaches_the_backend_and_replicated_changes_are_audited_as_fle
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["errors"][0]["field"], "scope");
-    assert_eq!(DynComponent::version(&*knob), 1, "a refused scope changes nothing");
+    assert_eq!(
+        DynComponent::version(&*knob),
+        1,
+        "a refused scope changes nothing"
+    );
 
     let (status, _, _) = call(
         &admin,
