@@ -904,6 +904,31 @@ impl Fleet {
             .collect()
     }
 
+    /// Audits a fleet-wide update of `target` with its outcome (`applied`, `rolled_back`).
+    async fn audit_update(
+        &self,
+        version: u64,
+        actor: &str,
+        target: String,
+        change: &Change,
+        outcome: &str,
+        propagation: &Propagation,
+    ) {
+        self.audit(&FleetAuditEntry {
+            version,
+            at_ms: now_ms(),
+            origin: self.inner.node_id.clone(),
+            actor: actor.to_owned(),
+            action: "update".into(),
+            target,
+            before: change.before.clone(),
+            after: change.after.clone(),
+            outcome: outcome.into(),
+            propagation: propagation.clone(),
+        })
+        .await;
+    }
+
     async fn audit(&self, entry: &FleetAuditEntry) {
         let key = self.key("audit");
         let Ok(text) = serde_json::to_string(entry) else {
@@ -1005,19 +1030,8 @@ impl Fleet {
                 version,
             });
             self.inner.applied.fetch_max(version, Ordering::AcqRel);
-            self.audit(&FleetAuditEntry {
-                version,
-                at_ms: now_ms(),
-                origin: self.inner.node_id.clone(),
-                actor: actor.to_owned(),
-                action: "update".into(),
-                target,
-                before: change.before.clone(),
-                after: change.after.clone(),
-                outcome: "applied".into(),
-                propagation: propagation.clone(),
-            })
-            .await;
+            self.audit_update(version, actor, target, change, "applied", &propagation)
+                .await;
             tracing::info!(version, summary = %propagation.summary(), "fleet: change applied on every node");
             return Ok(propagation);
         }
@@ -1056,19 +1070,8 @@ impl Fleet {
             }
         }
         propagation.elapsed_ms = elapsed_ms(started);
-        self.audit(&FleetAuditEntry {
-            version,
-            at_ms: now_ms(),
-            origin: self.inner.node_id.clone(),
-            actor: actor.to_owned(),
-            action: "update".into(),
-            target,
-            before: change.before.clone(),
-            after: change.after.clone(),
-            outcome: "rolled_back".into(),
-            propagation: propagation.clone(),
-        })
-        .await;
+        self.audit_update(version, actor, target, change, "rolled_back", &propagation)
+            .await;
         tracing::warn!(version, summary = %propagation.summary(), "fleet: change rolled back on every node");
         Err(BackendError::NotApplied(propagation))
     }
