@@ -249,7 +249,7 @@ fn init_tracing(config: &Config, worker: Option<u32>) -> Option<OtelExporter> {
         Some(exporter.layer().with_filter(filter))
     });
     // Protocol-abuse warnings from the HTTP stacks are rate limited (log_limit).
-    let limit = crate::log_limit::AbuseLogLimit;
+    let limit = crate::log_limit::AbuseLogLimit::layer();
     let _ = tracing_subscriber::registry()
         .with(output.with_filter(filter))
         .with(otel_layer)

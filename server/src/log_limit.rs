@@ -44,9 +44,32 @@ fn limited(meta: &Metadata<'_>) -> bool {
     ours && meta.is_event() && *meta.level() <= Level::WARN
 }
 
-/// The layer that drops repeats; add it to the subscriber (`.with(AbuseLogLimit)`).
+/// The layer that drops repeats; add it to the subscriber with [`AbuseLogLimit::layer`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AbuseLogLimit;
+
+impl AbuseLogLimit {
+    /// The layer behind its own filter, so it is consulted only for the HTTP stacks' warnings.
+    /// Unfiltered, its interest in every callsite would make the subscriber build every span
+    /// and event that the output filters out (the per-request `http_request` span at `DEBUG`,
+    /// observe's completion event): a few thousand instructions per request for nothing.
+    pub fn layer<S>() -> impl Layer<S>
+    where
+        S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        let filter = tracing_subscriber::filter::DynFilterFn::new(
+            |meta: &Metadata<'_>, _: &Context<'_, S>| limited(meta),
+        )
+        .with_callsite_filter(|meta: &'static Metadata<'static>| {
+            if limited(meta) {
+                Interest::sometimes()
+            } else {
+                Interest::never()
+            }
+        });
+        Self.with_filter(filter)
+    }
+}
 
 impl<S: Subscriber> Layer<S> for AbuseLogLimit {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
@@ -149,12 +172,17 @@ mod tests {
     fn repeated_protocol_warnings_are_logged_once_with_a_count() {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
+        // Shaped like the server's: the output behind its own level filter, then the limit.
+        let output = tracing_subscriber::fmt::layer()
             .with_writer(move || writer.clone())
             .with_ansi(false)
-            .finish()
-            .with(AbuseLogLimit);
+            .with_filter(tracing_subscriber::EnvFilter::new("info"));
+        let subscriber = tracing_subscriber::registry()
+            .with(output)
+            .with(AbuseLogLimit::layer());
         tracing::subscriber::with_default(subscriber, || {
+            // What the output filters out is not built at all (observe's per-request span).
+            assert!(tracing::debug_span!("http_request").is_disabled());
             for _ in 0..500 {
                 tracing::warn!(target: "h2::proto::streams", "locally-reset streams reached limit");
             }

@@ -5,11 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{Response, StatusCode};
+use http::Response;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
-use super::shared::{Permit, Sample};
+use super::service::Admitted;
 
 pin_project! {
     /// The response future of [`ConcurrencyLimit`](super::ConcurrencyLimit): a ready `503`
@@ -30,9 +29,7 @@ pin_project! {
         Admitted {
             #[pin]
             fut: F,
-            permit: Option<Permit>,
-            // Set only for AIMD, which needs the latency.
-            started: Option<Instant>,
+            admitted: Option<Admitted>,
         },
     }
 }
@@ -68,12 +65,11 @@ impl<F, B> ResponseFuture<F, B> {
     }
 
     #[inline]
-    pub(crate) fn admitted(fut: F, permit: Permit, started: Option<Instant>) -> Self {
+    pub(crate) fn admitted(fut: F, admitted: Admitted) -> Self {
         Self {
             kind: Kind::Admitted {
                 fut,
-                permit: Some(permit),
-                started,
+                admitted: Some(admitted),
             },
         }
     }
@@ -94,33 +90,10 @@ where
                 None => Poll::Pending,
             },
             KindProj::Passthrough { fut } => fut.poll(cx),
-            KindProj::Admitted {
-                fut,
-                permit,
-                started,
-            } => {
+            KindProj::Admitted { fut, admitted } => {
                 let out = std::task::ready!(fut.poll(cx));
-                if let Some(permit) = permit.take() {
-                    if let Some(started) = started {
-                        let slow = permit
-                            .shared
-                            .aimd_threshold()
-                            .is_some_and(|t| started.elapsed() > t);
-                        let overloaded = matches!(
-                            &out,
-                            Ok(res) if res.status() == StatusCode::SERVICE_UNAVAILABLE
-                                || res.status() == StatusCode::GATEWAY_TIMEOUT
-                        );
-                        let sample = if slow || overloaded || out.is_err() {
-                            Sample::Drop
-                        } else {
-                            Sample::Good {
-                                in_flight: permit.in_flight,
-                            }
-                        };
-                        permit.shared.sample(sample);
-                    }
-                    drop(permit);
+                if let Some(admitted) = admitted.take() {
+                    admitted.finish(&out);
                 }
                 Poll::Ready(out)
             }

@@ -27,6 +27,11 @@ impl std::fmt::Debug for ConcurrencyLimitLayer {
 }
 
 impl ConcurrencyLimitLayer {
+    /// The state every service of this layer shares.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The layer and the handle that reads and changes it at runtime.
     ///
     /// Metric handles are taken here: install the metrics recorder first.

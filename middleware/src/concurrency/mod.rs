@@ -99,3 +99,4 @@ pub use future::ResponseFuture;
 pub use handle::{ConcurrencyLimitHandle, ConcurrencyStats};
 pub use layer::ConcurrencyLimitLayer;
 pub use service::ConcurrencyLimit;
+pub(crate) use service::{Admitted, admit};

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::Service;
 
 use super::future::ResponseFuture;
-use super::shared::{Permit, Shared};
+use super::shared::{Permit, Sample, Shared};
 use crate::problem::Problem;
 
 /// The service built by [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer). See the
@@ -62,23 +62,66 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        if self.shared.bypass(req.uri().path()) {
-            return ResponseFuture::passthrough(self.inner.call(req));
+        match admit(&self.shared, req.uri().path()) {
+            Ok(None) => ResponseFuture::passthrough(self.inner.call(req)),
+            Ok(Some(admitted)) => ResponseFuture::admitted(self.inner.call(req), admitted),
+            Err(response) => ResponseFuture::rejected(response),
         }
-        match self.shared.try_acquire() {
-            Some(in_flight) => {
-                let started = self
-                    .shared
-                    .aimd_threshold()
-                    .map(|_| tokio::time::Instant::now());
-                let permit = Permit {
-                    shared: Arc::clone(&self.shared),
-                    in_flight,
-                };
-                ResponseFuture::admitted(self.inner.call(req), permit, started)
-            }
-            None => ResponseFuture::rejected(overloaded(&self.shared)),
+    }
+}
+
+/// A request admitted under the limit: holds its place until dropped.
+pub(crate) struct Admitted {
+    permit: Permit,
+    /// Set only for AIMD, which needs the latency.
+    started: Option<tokio::time::Instant>,
+}
+
+impl Admitted {
+    /// Releases the place, telling AIMD how the request went.
+    pub(crate) fn finish<B, E>(self, out: &Result<Response<B>, E>) {
+        let Self { permit, started } = self;
+        if let Some(started) = started {
+            let slow = permit
+                .shared
+                .aimd_threshold()
+                .is_some_and(|t| started.elapsed() > t);
+            let overloaded = matches!(
+                out,
+                Ok(res) if res.status() == StatusCode::SERVICE_UNAVAILABLE
+                    || res.status() == StatusCode::GATEWAY_TIMEOUT
+            );
+            let sample = if slow || overloaded || out.is_err() {
+                Sample::Drop
+            } else {
+                Sample::Good {
+                    in_flight: permit.in_flight,
+                }
+            };
+            permit.shared.sample(sample);
         }
+    }
+}
+
+/// Admits a request to `path` (`Ok(None)`: the path bypasses the limit) or sheds it with a
+/// `503`. Shared by [`ConcurrencyLimit`] and the stack's one service.
+#[inline]
+pub(crate) fn admit<B: From<Bytes>>(
+    shared: &Arc<Shared>,
+    path: &str,
+) -> Result<Option<Admitted>, Response<B>> {
+    if shared.bypass(path) {
+        return Ok(None);
+    }
+    match shared.try_acquire() {
+        Some(in_flight) => Ok(Some(Admitted {
+            started: shared.aimd_threshold().map(|_| tokio::time::Instant::now()),
+            permit: Permit {
+                shared: Arc::clone(shared),
+                in_flight,
+            },
+        })),
+        None => Err(overloaded(shared)),
     }
 }
 

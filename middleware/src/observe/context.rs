@@ -288,6 +288,11 @@ impl TraceContext {
     /// response and for requests sent downstream.
     pub fn traceparent(&self) -> HeaderValue {
         let mut buf = [0u8; 55];
+        self.write_traceparent(&mut buf);
+        hex_header(buf)
+    }
+
+    fn write_traceparent(&self, buf: &mut [u8; 55]) {
         buf[0] = b'0';
         buf[1] = b'0';
         buf[2] = b'-';
@@ -296,7 +301,6 @@ impl TraceContext {
         hex_into(&self.span_id.0, &mut buf[36..52]);
         buf[52] = b'-';
         hex_into(&[self.flags], &mut buf[53..55]);
-        hex_header(buf)
     }
 }
 
@@ -533,10 +537,14 @@ pub(crate) fn prepare<B>(config: &RequestContextConfig, req: &mut Request<B>) ->
     } else {
         None
     };
-    let id = match incoming {
-        Some(id) => id,
-        None => {
-            let id = RequestId::generate();
+    let ctx = config
+        .trace_context
+        .then(|| TraceContext::from_headers(req.headers()));
+    let (generated, ours) = format_ids(incoming.is_none(), ctx.as_ref());
+    let id = match (incoming, generated) {
+        (Some(id), _) => id,
+        (None, generated) => {
+            let id = generated.unwrap_or_else(RequestId::generate);
             req.headers_mut()
                 .insert(config.header.clone(), id.header_value().clone());
             id
@@ -546,9 +554,7 @@ pub(crate) fn prepare<B>(config: &RequestContextConfig, req: &mut Request<B>) ->
     req.extensions_mut().insert(id);
 
     let mut traceparent = None;
-    if config.trace_context {
-        let ctx = TraceContext::from_headers(req.headers());
-        let ours = ctx.traceparent();
+    if let (Some(ctx), Some(ours)) = (ctx, ours) {
         let headers = req.headers_mut();
         headers.insert(TRACEPARENT.clone(), ours.clone());
         match &ctx.tracestate {
@@ -569,6 +575,33 @@ pub(crate) fn prepare<B>(config: &RequestContextConfig, req: &mut Request<B>) ->
         request_id,
         traceparent,
     }
+}
+
+/// A new request id (when `new_id`) and our `traceparent` (for `ctx`), formatted into one
+/// shared allocation: both values travel to the request headers, the extensions and the
+/// response, and each clone only bumps the allocation's count.
+fn format_ids(
+    new_id: bool,
+    ctx: Option<&TraceContext>,
+) -> (Option<RequestId>, Option<HeaderValue>) {
+    const ID: usize = 32;
+    const TP: usize = 55;
+    if !new_id {
+        return (None, ctx.map(TraceContext::traceparent));
+    }
+    let mut buf = [0u8; ID + TP];
+    hex_into(&fastrand::u128(..).to_be_bytes(), &mut buf[..ID]);
+    if let Some(ctx) = ctx {
+        let mut tp = [0u8; TP];
+        ctx.write_traceparent(&mut tp);
+        buf[ID..].copy_from_slice(&tp);
+    }
+    let shared = bytes::Bytes::from_owner(buf);
+    let value =
+        |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(shared.slice(range)).ok();
+    let id = value(0..ID).map(RequestId);
+    let ours = ctx.and_then(|_| value(ID..ID + TP));
+    (id, ours)
 }
 
 // === layer, service, future ===

@@ -142,10 +142,22 @@ where
         // The request's ids for every event written while it is polled (see `log_ids`).
         let _ids = Scope::enter(this.ids);
         let result = std::task::ready!(this.inner.as_mut().poll(cx));
-        let Some(mut state) = this.state.take() else {
+        let Some(state) = this.state.take() else {
             return Poll::Ready(result);
         };
-        let span = this.inner.span();
+        Poll::Ready(state.complete(this.inner.span(), result))
+    }
+}
+
+impl State {
+    /// Ends observing a request with its result: logs, metrics, live statistics, the echoed
+    /// ids on the response.
+    pub(crate) fn complete<B: Body, E: fmt::Display>(
+        mut self,
+        span: &tracing::Span,
+        result: Result<Response<B>, E>,
+    ) -> Result<Response<B>, E> {
+        let state = &mut self;
         let now = Instant::now();
         let latency = now.saturating_duration_since(state.start);
         let trace = &state.shared.config.trace;
@@ -182,7 +194,7 @@ where
                 if let Some(late) = late {
                     res.extensions_mut().insert(late);
                 }
-                Poll::Ready(Ok(res))
+                Ok(res)
             }
             Err(error) => {
                 let route = state
@@ -195,7 +207,7 @@ where
                 let ctx = state.event_context(route);
                 log_failure(trace, span, ctx, &error, latency);
                 state.finish(route, 0, None, now, latency);
-                Poll::Ready(Err(error))
+                Err(error)
             }
         }
     }

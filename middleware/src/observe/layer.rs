@@ -25,6 +25,11 @@ pub struct ObserveLayer {
 }
 
 impl ObserveLayer {
+    /// The state every service of this layer shares.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// A layer with validated settings and its handle (which reads the live statistics).
     ///
     /// Describes the metrics to the recorder current at this moment.

@@ -22,7 +22,6 @@
 //! bound to the recorder that was current when they were first used. Do not configure an
 //! `idle_timeout` on histograms for these metrics (a removed series would not come back).
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use http::Method;
@@ -145,7 +144,7 @@ struct Series {
 }
 
 /// Cached series of one shard, by route.
-type SeriesCache = HashMap<Box<str>, Vec<Series>>;
+type SeriesCache = super::stats::RouteMap<Vec<Series>>;
 
 /// Per-layer metric handle caches.
 #[derive(Debug)]
@@ -175,7 +174,7 @@ impl HttpMetrics {
             max_routes,
             active: std::array::from_fn(|_| OnceLock::new()),
             shards: (0..shards.max(1))
-                .map(|_| Padded(Mutex::new(HashMap::new())))
+                .map(|_| Padded(Mutex::new(SeriesCache::default())))
                 .collect(),
         }
     }

@@ -58,39 +58,11 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let start = Instant::now();
-        let shared = &self.shared;
-        let config = &shared.config;
-        let echo = config
-            .request_context
-            .as_ref()
-            .map(|c| context::prepare(c, &mut req));
-        let method = method_index(req.method());
-        let route = req.extensions().get::<MatchedPath>().cloned();
-        let span = make_span(&config.trace, &req, route.as_ref().map(MatchedPath::as_str));
-        let trace_ctx = req.extensions().get::<TraceContext>();
-        #[cfg(feature = "otel")]
-        if let Some(ctx) = trace_ctx {
-            super::otel::start_span(&span, ctx);
-        }
-        let mut ids = echo.as_ref().map(|e| LogIds {
-            trace_id: trace_ctx.map(|c| c.trace_id),
-            request_id: Some(e.request_id_value().clone()),
-        });
-        let request_size = if config.body_sizes {
-            request_size(&req)
-        } else {
-            None
-        };
-        let state = State::begin(
-            shared.clone(),
-            start,
-            method,
-            route,
-            echo,
-            trace_ctx.map(|c| c.trace_id),
-            request_size,
-        );
+        let Begun {
+            state,
+            span,
+            mut ids,
+        } = begin(&self.shared, &mut req);
         let future = {
             let _ids = Scope::enter(&mut ids);
             let _entered = span.enter();
@@ -98,4 +70,50 @@ where
         };
         ResponseFuture::new(future.instrument(span), state, ids)
     }
+}
+
+/// What observe keeps of a request between its start and its response: the live state, the
+/// request's span and the ids its log lines carry.
+pub(crate) struct Begun {
+    pub(crate) state: State,
+    pub(crate) span: tracing::Span,
+    pub(crate) ids: Option<LogIds>,
+}
+
+/// Starts observing a request: its ids and trace context (written into the request), its span,
+/// its place in the in-flight count. Shared by [`Observe`] and the stack's one service.
+pub(crate) fn begin<B: Body>(shared: &Arc<Shared>, req: &mut Request<B>) -> Begun {
+    let start = Instant::now();
+    let config = &shared.config;
+    let echo = config
+        .request_context
+        .as_ref()
+        .map(|c| context::prepare(c, req));
+    let method = method_index(req.method());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let span = make_span(&config.trace, req, route.as_ref().map(MatchedPath::as_str));
+    let trace_ctx = req.extensions().get::<TraceContext>();
+    #[cfg(feature = "otel")]
+    if let Some(ctx) = trace_ctx {
+        super::otel::start_span(&span, ctx);
+    }
+    let ids = echo.as_ref().map(|e| LogIds {
+        trace_id: trace_ctx.map(|c| c.trace_id),
+        request_id: Some(e.request_id_value().clone()),
+    });
+    let request_size = if config.body_sizes {
+        request_size(req)
+    } else {
+        None
+    };
+    let state = State::begin(
+        shared.clone(),
+        start,
+        method,
+        route,
+        echo,
+        trace_ctx.map(|c| c.trace_id),
+        request_size,
+    );
+    Begun { state, span, ids }
 }

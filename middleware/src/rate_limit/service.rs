@@ -75,57 +75,159 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &*self.shared;
-        let view = ReqView {
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-            extensions: req.extensions(),
-        };
-        let ip = if shared.needs_ip {
-            shared.client_ip.resolve(view.headers, view.extensions)
-        } else {
-            None
-        };
-        match evaluate_sync(shared, &view, ip) {
-            Stage::Pass => ResponseFuture::inner(self.inner.call(req), None),
-            Stage::Rejected {
-                violated,
-                retry_after,
-                acc,
-            } => ResponseFuture::rejected(rejection(shared, &violated, retry_after, &acc)),
-            Stage::Allowed {
-                allowed_mask,
-                acc,
-                pending,
-            } => {
-                let checks = if pending {
-                    async_checks(shared, &view, ip)
-                } else {
-                    Vec::new()
-                };
-                if checks.is_empty() {
-                    count_allowed(shared, allowed_mask);
-                    let headers = match shared.headers {
-                        HeaderMode::All => acc.values(),
-                        _ => None,
-                    };
-                    return ResponseFuture::inner(self.inner.call(req), headers);
-                }
-                let refunds = owned_keys(shared, &view, ip, allowed_mask);
+        match admit(&self.shared, &req) {
+            Admit::Pass(headers) => ResponseFuture::inner(self.inner.call(req), headers),
+            Admit::Refused(response) => ResponseFuture::rejected(response),
+            Admit::Async(pending) => {
                 // Take the service that was driven to readiness; leave a clone in its place.
                 let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                let shared = Arc::clone(&self.shared);
+                let mut inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::boxed(Box::pin(async move {
-                    run_async(shared, inner, req, allowed_mask, acc, refunds, checks).await
+                    let headers = match pending.run().await {
+                        Ok(headers) => headers,
+                        Err(refused) => return Ok(refused),
+                    };
+                    let mut res = inner.call(req).await?;
+                    if let Some(h) = headers {
+                        add_headers(&mut res, h);
+                    }
+                    Ok(res)
                 }))
             }
         }
     }
 }
 
-/// Evaluates exemptions and the synchronous policies.
+/// The `RateLimit-Policy` and `RateLimit` values to add to an admitted request's response.
+pub(crate) type LimitHeaders = Option<(HeaderValue, HeaderValue)>;
+
+/// The rate limiter's decision on a request, as far as it can be taken without waiting.
+pub(crate) enum Admit<B> {
+    /// Admitted (or exempt, or no policy applies): go on, then add these headers.
+    Pass(LimitHeaders),
+    /// Refused: answer this (`429`).
+    Refused(Response<B>),
+    /// Every synchronous policy admitted it; policies with a remote store still have to.
+    Async(Pending),
+}
+
+/// Decides on a request with every synchronous store; see [`Admit`]. Shared by [`RateLimit`]
+/// and the stack's one service.
+pub(crate) fn admit<ReqBody, B: From<Bytes>>(
+    shared: &Arc<Shared>,
+    req: &Request<ReqBody>,
+) -> Admit<B> {
+    let view = ReqView {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        extensions: req.extensions(),
+    };
+    let ip = if shared.needs_ip {
+        shared.client_ip.resolve(view.headers, view.extensions)
+    } else {
+        None
+    };
+    match evaluate_sync(shared, &view, ip) {
+        Stage::Pass => Admit::Pass(None),
+        Stage::Rejected {
+            violated,
+            retry_after,
+            acc,
+        } => Admit::Refused(rejection(shared, &violated, retry_after, &acc)),
+        Stage::Allowed {
+            allowed_mask,
+            acc,
+            pending,
+        } => {
+            let checks = if pending {
+                async_checks(shared, &view, ip)
+            } else {
+                Vec::new()
+            };
+            if checks.is_empty() {
+                count_allowed(shared, allowed_mask);
+                return Admit::Pass(match shared.headers {
+                    HeaderMode::All => acc.values(),
+                    _ => None,
+                });
+            }
+            Admit::Async(Pending {
+                shared: Arc::clone(shared),
+                refunds: owned_keys(shared, &view, ip, allowed_mask),
+                allowed_mask,
+                acc,
+                checks,
+            })
+        }
+    }
+}
+
+/// The checks of a request against policies with a remote store, still to be made.
+pub(crate) struct Pending {
+    shared: Arc<Shared>,
+    allowed_mask: u64,
+    acc: HeaderAcc,
+    refunds: Vec<(usize, KeyValue<'static>)>,
+    checks: Vec<(usize, KeyValue<'static>)>,
+}
+
+impl Pending {
+    /// Makes the remaining checks: the headers to add when every policy admits the request,
+    /// else the `429` (and what the synchronous policies took is refunded).
+    pub(crate) async fn run<B: From<Bytes>>(self) -> Result<LimitHeaders, Response<B>> {
+        let Self {
+            shared,
+            mut allowed_mask,
+            mut acc,
+            refunds,
+            checks,
+        } = self;
+        let mut taken: Vec<(usize, &KeyValue<'static>, Gcra)> = Vec::new();
+        for (i, key) in &checks {
+            let p = &shared.policies[*i];
+            let cur = p.current.load_full();
+            let d = match p.store.check(key, &cur.gcra, 1) {
+                Check::Ready(d) => d,
+                Check::Pending(fut) => fut.await,
+            };
+            let mode = cur.limits.mode;
+            if d.allowed {
+                allowed_mask |= 1 << i;
+                taken.push((*i, key, cur.gcra));
+                if mode == Mode::Enforce {
+                    acc.push(&p.name, &cur, &d);
+                }
+            } else if mode == Mode::Shadow {
+                count_shadow(p, key);
+            } else {
+                acc.push(&p.name, &cur, &d);
+                for (j, k, g) in &taken {
+                    shared.policies[*j].store.refund(k, g, 1);
+                }
+                for (j, k) in &refunds {
+                    let q = &shared.policies[*j];
+                    q.store.refund(k, &q.current.load().gcra, 1);
+                }
+                p.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                p.metrics.rejected.increment(1);
+                tracing::debug!(layer = "rate_limit", policy = %p.name, "request rejected");
+                return Err(rejection(
+                    &shared,
+                    std::slice::from_ref(&p.name),
+                    d.retry_after,
+                    &acc,
+                ));
+            }
+        }
+        count_allowed(&shared, allowed_mask);
+        Ok(match shared.headers {
+            HeaderMode::All => acc.values(),
+            _ => None,
+        })
+    }
+}
+
 fn evaluate_sync(shared: &Shared, view: &ReqView<'_>, ip: Option<IpAddr>) -> Stage {
     let path = view.uri.path();
     if shared.exempt_paths.iter().any(|p| p.matches(path))
@@ -311,69 +413,4 @@ fn owned_keys(
         }
     }
     out
-}
-
-/// The asynchronous stage: checks Redis-backed policies one by one; on a rejection refunds
-/// everything taken so far (compensating, not atomic: another request may briefly see the
-/// cells as taken).
-async fn run_async<S, ReqBody, ResBody>(
-    shared: Arc<Shared>,
-    mut inner: S,
-    req: Request<ReqBody>,
-    mut allowed_mask: u64,
-    mut acc: HeaderAcc,
-    sync_refunds: Vec<(usize, KeyValue<'static>)>,
-    checks: Vec<(usize, KeyValue<'static>)>,
-) -> Result<Response<ResBody>, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: From<Bytes>,
-{
-    let mut taken: Vec<(usize, &KeyValue<'static>, Gcra)> = Vec::new();
-    for (i, key) in &checks {
-        let p = &shared.policies[*i];
-        let cur = p.current.load_full();
-        let d = match p.store.check(key, &cur.gcra, 1) {
-            Check::Ready(d) => d,
-            Check::Pending(fut) => fut.await,
-        };
-        let mode = cur.limits.mode;
-        if d.allowed {
-            allowed_mask |= 1 << i;
-            taken.push((*i, key, cur.gcra));
-            if mode == Mode::Enforce {
-                acc.push(&p.name, &cur, &d);
-            }
-        } else if mode == Mode::Shadow {
-            count_shadow(p, key);
-        } else {
-            acc.push(&p.name, &cur, &d);
-            for (j, k, g) in &taken {
-                shared.policies[*j].store.refund(k, g, 1);
-            }
-            for (j, k) in &sync_refunds {
-                let q = &shared.policies[*j];
-                q.store.refund(k, &q.current.load().gcra, 1);
-            }
-            p.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            p.metrics.rejected.increment(1);
-            tracing::debug!(layer = "rate_limit", policy = %p.name, "request rejected");
-            return Ok(rejection(
-                &shared,
-                std::slice::from_ref(&p.name),
-                d.retry_after,
-                &acc,
-            ));
-        }
-    }
-    count_allowed(&shared, allowed_mask);
-    let headers = match shared.headers {
-        HeaderMode::All => acc.values(),
-        _ => None,
-    };
-    let mut res = inner.call(req).await?;
-    if let Some(h) = headers {
-        add_headers(&mut res, h);
-    }
-    Ok(res)
 }

@@ -22,6 +22,11 @@ pub struct DrainLayer {
 }
 
 impl DrainLayer {
+    /// The state every service of this layer shares.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// A layer with its [`Drain`](super::Drain) coordinator (the handle: readiness, in-flight
     /// count, start), like every other layer's `new`. Same as
     /// [`Drain::new`](super::Drain::new) then [`Drain::layer`](super::Drain::layer).

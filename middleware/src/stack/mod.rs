@@ -116,8 +116,8 @@ use crate::admin::{AdminConfig, LocalBackend};
 use crate::cache::ResponseCacheLayer;
 use crate::cache::response::{ResponseCacheConfig, ResponseCacheHandle};
 use crate::circuit_breaker::{
-    ByRoute, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer,
-    CircuitBreakerService, HttpClassifier, Inbound, Keyed, KeyedCircuitBreaker,
+    ByRoute, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, HttpClassifier,
+    Inbound, Keyed, KeyedCircuitBreaker,
 };
 use crate::concurrency::{ConcurrencyLimitConfig, ConcurrencyLimitHandle, ConcurrencyLimitLayer};
 use crate::control::{ComponentKind, Handle, Registry};
@@ -509,15 +509,9 @@ impl StackLayer {
 /// The layers a [`StackService`] composes today, outermost first. The public surface
 /// ([`StackService`], [`ResponseFuture`], [`StackBody`]) hides this type, so the composition can
 /// become one hand-written state machine without changing the API.
-pub(crate) type Chain<S> = crate::shutdown::DrainService<Either<Observed<S>, Limited<S>>>;
-type Observed<S> = crate::observe::Observe<Limited<S>>;
-type Limited<S> = Either<crate::rate_limit::RateLimit<Shed<S>>, Shed<S>>;
-type Shed<S> = Either<crate::concurrency::ConcurrencyLimit<Broken<S>>, Broken<S>>;
-type Broken<S> = Either<Either<OneBreaker<S>, RouteBreakers<S>>, Timed<S>>;
-type OneBreaker<S> = CircuitBreakerService<Timed<S>>;
-type RouteBreakers<S> =
-    CircuitBreakerService<Timed<S>, HttpClassifier, Inbound, Keyed<ByRoute, String>>;
-type Timed<S> = Either<crate::timeout::Timeout<Cached<S>>, slot::Untimed<Cached<S>>>;
+/// What a stack keeps as services around the inner one: the request timeout and the response
+/// cache own the inner future (the other layers work inline in [`StackService`]).
+pub(crate) type Timed<S> = Either<crate::timeout::Timeout<Cached<S>>, slot::Untimed<Cached<S>>>;
 type Cached<S> = Either<crate::cache::response::ResponseCache<S>, slot::Uncached<S>>;
 
 impl<S> Layer<S> for StackLayer {
@@ -530,34 +524,14 @@ impl<S> Layer<S> for StackLayer {
 
 impl Parts {
     /// Composes the layers around `inner`, innermost first.
-    pub(crate) fn chain<S>(&self, inner: S) -> Chain<S> {
+    pub(crate) fn inner<S>(&self, inner: S) -> Timed<S> {
         let cached = match &self.response_cache {
             Some((layer, _)) => Either::Left(layer.layer(inner)),
             None => Either::Right(slot::Uncached::new(inner)),
         };
-        let timed = match &self.timeout {
+        match &self.timeout {
             Some((layer, _)) => Either::Left(layer.layer(cached)),
             None => Either::Right(slot::Untimed::new(cached)),
-        };
-        let broken = match &self.circuit_breaker {
-            Some((Either::Left(one), _)) => Either::Left(Either::Left(one.layer(timed))),
-            Some((Either::Right(per_route), _)) => {
-                Either::Left(Either::Right(per_route.layer(timed)))
-            }
-            None => Either::Right(timed),
-        };
-        let shed = match &self.concurrency_limit {
-            Some((layer, _)) => Either::Left(layer.layer(broken)),
-            None => Either::Right(broken),
-        };
-        let limited = match &self.rate_limit {
-            Some((layer, _)) => Either::Left(layer.layer(shed)),
-            None => Either::Right(shed),
-        };
-        let observed = match &self.observe {
-            Some((layer, _)) => Either::Left(layer.layer(limited)),
-            None => Either::Right(limited),
-        };
-        self.drain_layer.layer(observed)
+        }
     }
 }
