@@ -250,11 +250,15 @@ fn init_tracing(config: &Config, worker: Option<u32>) -> Option<OtelExporter> {
     });
     // Protocol-abuse warnings from the HTTP stacks are rate limited (log_limit).
     let limit = crate::log_limit::AbuseLogLimit::layer();
-    let _ = tracing_subscriber::registry()
+    let registry = tracing_subscriber::registry()
         .with(output.with_filter(filter))
-        .with(otel_layer)
-        .with(limit)
-        .try_init();
+        .with(limit);
+    // Not `.with(Option<_>)`: a `None` layer is interested in every callsite, so the
+    // subscriber would build every span and event the output filters out.
+    let _ = match otel_layer {
+        Some(otel) => registry.with(otel).try_init(),
+        None => registry.try_init(),
+    };
     if let Some(error) = failure {
         tracing::error!(%error, "OpenTelemetry export not started");
     }

@@ -12,7 +12,6 @@
 //! until one more becomes available, rounded up (omitted when the bucket is full). Shadow-mode
 //! policies are never advertised.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -58,16 +57,19 @@ impl ListBuf {
 
     /// Appends one item (with the `, ` separator); an item that does not fit is dropped whole.
     /// Returns whether it was added.
-    fn push(&mut self, write: impl FnOnce(&mut &mut [u8]) -> std::io::Result<()>) -> bool {
-        let start = self.len;
-        let mut rest = &mut self.buf[start..];
-        let before = rest.len();
-        let sep: &[u8] = if start == 0 { b"" } else { b", " };
-        let ok = rest.write_all(sep).is_ok() && write(&mut rest).is_ok();
-        if ok {
-            self.len = start + (before - rest.len());
+    /// Appends one list item made of `parts` (after a `, ` when not the first); `false`, and
+    /// nothing written, when it does not fit.
+    fn push_parts(&mut self, parts: &[&[u8]]) -> bool {
+        let sep: &[u8] = if self.len == 0 { b"" } else { b", " };
+        let needed = sep.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        if self.len + needed > self.buf.len() {
+            return false;
         }
-        ok
+        for part in std::iter::once(&sep).chain(parts) {
+            self.buf[self.len..self.len + part.len()].copy_from_slice(part);
+            self.len += part.len();
+        }
+        true
     }
 
     fn value(&self) -> Option<HeaderValue> {
@@ -119,16 +121,16 @@ impl HeaderAcc {
     pub(crate) fn push(&mut self, name: &str, current: &Current, d: &Decision) {
         let (policy_before, limit_before) = (self.policy.len, self.limit.len);
         let t = ceil_secs(d.reset_after);
-        let both = self
-            .policy
-            .push(|w| w.write_all(current.policy_item.as_bytes()))
-            && self.limit.push(|w| {
-                write!(w, "\"{name}\";r={}", d.remaining)?;
-                if t > 0 {
-                    write!(w, ";t={t}")?;
-                }
-                Ok(())
-            });
+        // Numbers with itoa and bytes copied: `write!` costs more than the limit check itself.
+        let (mut r, mut ts) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let r = r.format(d.remaining).as_bytes();
+        let limit: &[&[u8]] = if t > 0 {
+            &[b"\"", name.as_bytes(), b"\";r=", r, b";t=", ts.format(t).as_bytes()]
+        } else {
+            &[b"\"", name.as_bytes(), b"\";r=", r]
+        };
+        let both = self.policy.push_parts(&[current.policy_item.as_bytes()])
+            && self.limit.push_parts(limit);
         if !both {
             self.policy.len = policy_before;
             self.limit.len = limit_before;
