@@ -125,7 +125,14 @@ impl HeaderAcc {
         let (mut r, mut ts) = (itoa::Buffer::new(), itoa::Buffer::new());
         let r = r.format(d.remaining).as_bytes();
         let limit: &[&[u8]] = if t > 0 {
-            &[b"\"", name.as_bytes(), b"\";r=", r, b";t=", ts.format(t).as_bytes()]
+            &[
+                b"\"",
+                name.as_bytes(),
+                b"\";r=",
+                r,
+                b";t=",
+                ts.format(t).as_bytes(),
+            ]
         } else {
             &[b"\"", name.as_bytes(), b"\";r=", r]
         };

@@ -46,7 +46,7 @@ pin_project! {
             fut: F,
             #[pin]
             sleep: Sleep,
-            body: Arc<BodyState>,
+            body: Option<Arc<BodyState>>,
             shared: Arc<Shared>,
             timeout_ms: u64,
         },
@@ -78,7 +78,7 @@ impl<F> ResponseFuture<F> {
     #[inline]
     pub(crate) fn timed(
         fut: F,
-        body: Arc<BodyState>,
+        body: Option<Arc<BodyState>>,
         shared: Arc<Shared>,
         timeout_ms: u64,
     ) -> Self {
@@ -122,7 +122,11 @@ where
                 if sleep.poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                (body.waiting_for_client(), Arc::clone(shared), *timeout_ms)
+                (
+                    body.as_ref().is_some_and(|b| b.waiting_for_client()),
+                    Arc::clone(shared),
+                    *timeout_ms,
+                )
             }
             KindProj::Done => {
                 // Polled after completion (a caller bug): never resolve twice, never panic.

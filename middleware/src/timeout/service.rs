@@ -66,8 +66,16 @@ where
         match self.shared.timeout_for(req.uri().path()) {
             None => ResponseFuture::passthrough(self.inner.call(req.map(TimeoutBody::untracked))),
             Some(timeout_ms) => {
-                let body = Arc::new(BodyState::new(req.body().is_end_stream()));
-                let req = req.map(|b| TimeoutBody::tracked(b, Arc::clone(&body)));
+                // A request without a body (most GETs) never waits for its client: no state.
+                let (req, body) = if req.body().is_end_stream() {
+                    (req.map(TimeoutBody::untracked), None)
+                } else {
+                    let body = Arc::new(BodyState::new(false));
+                    (
+                        req.map(|b| TimeoutBody::tracked(b, Arc::clone(&body))),
+                        Some(body),
+                    )
+                };
                 let fut = self.inner.call(req);
                 ResponseFuture::timed(fut, body, Arc::clone(&self.shared), timeout_ms)
             }

@@ -18,6 +18,9 @@ pin_project! {
         error: Option<B::Error>,
         trailers: Option<HeaderMap>,
         rest: Option<Pin<Box<B>>>,
+        // A body passed through untouched: held inline, no allocation per response.
+        #[pin]
+        inline: Option<B>,
     }
 }
 
@@ -29,6 +32,7 @@ impl<B: Body> CacheBody<B> {
             error: None,
             trailers: None,
             rest: None,
+            inline: None,
         }
     }
 
@@ -43,7 +47,8 @@ impl<B: Body> CacheBody<B> {
             prefix: None,
             error: None,
             trailers: None,
-            rest: Some(Box::pin(body)),
+            rest: None,
+            inline: Some(body),
         }
     }
 
@@ -60,6 +65,7 @@ impl<B: Body> CacheBody<B> {
             error: None,
             trailers: None,
             rest: Some(rest),
+            inline: None,
         }
     }
 
@@ -70,6 +76,7 @@ impl<B: Body> CacheBody<B> {
             error: None,
             trailers: Some(trailers),
             rest: None,
+            inline: None,
         }
     }
 
@@ -80,6 +87,7 @@ impl<B: Body> CacheBody<B> {
             error: Some(error),
             trailers: None,
             rest: None,
+            inline: None,
         }
     }
 }
@@ -100,7 +108,7 @@ impl<B: Body> fmt::Debug for CacheBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheBody")
             .field("prefix_len", &self.prefix.as_ref().map(Bytes::len))
-            .field("streaming", &self.rest.is_some())
+            .field("streaming", &(self.rest.is_some() || self.inline.is_some()))
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +124,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
+        let mut this = self.project();
         if let Some(prefix) = this.prefix.take()
             && !prefix.is_empty()
         {
@@ -124,6 +132,12 @@ where
         }
         if let Some(error) = this.error.take() {
             return Poll::Ready(Some(Err(error)));
+        }
+        if let Some(inline) = this.inline.as_mut().as_pin_mut() {
+            match ready!(inline.poll_frame(cx)) {
+                Some(frame) => return Poll::Ready(Some(frame)),
+                None => this.inline.set(None),
+            }
         }
         if let Some(rest) = this.rest.as_mut() {
             match ready!(rest.as_mut().poll_frame(cx)) {
@@ -142,14 +156,16 @@ where
             && self.error.is_none()
             && self.trailers.is_none()
             && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+            && self.inline.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        let rest = self
-            .rest
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
+        let rest = match (&self.inline, &self.rest) {
+            (Some(inline), _) => inline.size_hint(),
+            (None, Some(rest)) => rest.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        };
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower().saturating_add(prefix));
         if let Some(upper) = rest.upper() {
