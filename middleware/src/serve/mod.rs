@@ -38,6 +38,8 @@
 //! which passes the stack's own drain.
 
 mod config;
+#[cfg(test)]
+mod tests;
 
 pub use self::config::ServeConfig;
 
@@ -298,19 +300,30 @@ where
             let _ = stream.set_nodelay(true);
         }
         let app = app.clone();
+        let clock = Arc::new(HeadClock::new());
+        let requests = Arc::clone(&clock);
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            // The head arrived: no head deadline until this response has been sent.
+            let in_flight = requests.begin();
+            let connect = req.method() == http::Method::CONNECT;
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
             let (body, timed_out) = TimedBody::new(body, body_timeout);
             let response = app.clone().oneshot(Request::from_parts(parts, body));
             async move {
                 let response = response.await?;
-                Ok::<_, Infallible>(match timed_out {
+                let response = match timed_out {
                     Some(flag) if flag.load(Ordering::Acquire) => {
                         request_timeout().map(Either::Right)
                     }
                     _ => response.map(Either::Left),
-                })
+                };
+                // An upgraded connection (WebSocket, CONNECT tunnel) reads no more heads.
+                let status = response.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+                    in_flight.0.upgraded.store(true, Ordering::Release);
+                }
+                Ok::<_, Infallible>(response.map(|body| InFlightBody { body, in_flight }))
             }
         });
         if let Some(handshake) = &handshake {
@@ -326,7 +339,7 @@ where
                 let io = tokio::time::timeout(timeout, handshake.handshake(stream)).await;
                 match io {
                     Ok(Ok(io)) => {
-                        let stream = VersionDeadline::new(io, timeout);
+                        let stream = ConnDeadline::new(io, timeout, clock);
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         if let Err(error) = watcher.watch(conn.into_owned()).await {
@@ -340,7 +353,7 @@ where
             });
             continue;
         }
-        let stream = VersionDeadline::new(stream, config.header_read_timeout);
+        let stream = ConnDeadline::new(stream, config.header_read_timeout, clock);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -381,8 +394,10 @@ fn connection_builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     {
         let mut h1 = builder.http1();
+        // The header-read deadline is the connection's own (`ConnDeadline`): hyper's arms and
+        // cancels a boxed timer for every request head.
         h1.timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(config.max_header_bytes.max(8192))
             .keep_alive(config.keep_alive_timeout.is_some());
         // hyper parses into an uninitialised inline array when no maximum is set; setting one,
@@ -463,60 +478,204 @@ fn connection_slots(max_connections: usize) -> usize {
 /// from it (HTTP/1) or it is complete (HTTP/2).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A connection that must tell its protocol version within `header_read_timeout`.
-///
-/// hyper-util's auto builder reads the version (up to the 24-byte HTTP/2 preface) before
-/// hyper's HTTP/1 header-read timer starts, and has no timeout of its own: a client that sends
-/// nothing, or a prefix of the preface, would hold a connection slot forever. Reads fail with
-/// `TimedOut` once the deadline passes while every byte received is still a strict prefix of
-/// the preface; the first byte that decides the version disarms the deadline for good.
-struct VersionDeadline<IO = tokio::net::TcpStream> {
-    io: IO,
-    seen: usize,
-    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+/// When an HTTP/1 connection began to wait for its next request head, shared by the
+/// connection's reads ([`ConnDeadline`]) and its requests: a request in flight stops the clock,
+/// its response body's end (or drop) restarts it.
+#[derive(Debug)]
+struct HeadClock {
+    origin: tokio::time::Instant,
+    in_flight: std::sync::atomic::AtomicU32,
+    /// Nanoseconds from `origin` to the end of the last response.
+    idle_since: std::sync::atomic::AtomicU64,
+    /// The connection was upgraded to another protocol: no more heads to wait for.
+    upgraded: AtomicBool,
 }
 
-impl<IO> VersionDeadline<IO> {
-    fn new(io: IO, timeout: Duration) -> Self {
+impl HeadClock {
+    fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            in_flight: std::sync::atomic::AtomicU32::new(0),
+            idle_since: std::sync::atomic::AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+
+    /// When the head being waited for must have arrived; `None` while a request is in flight.
+    fn deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 || self.upgraded.load(Ordering::Acquire) {
+            return None;
+        }
+        let idle = Duration::from_nanos(self.idle_since.load(Ordering::Acquire));
+        Some(self.origin + idle + timeout)
+    }
+}
+
+/// A request of the connection in flight; dropped with its response body.
+#[derive(Debug)]
+struct InFlight(Arc<HeadClock>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let clock = &self.0;
+        let since = tokio::time::Instant::now().saturating_duration_since(clock.origin);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+        clock.idle_since.fetch_max(nanos, Ordering::AcqRel);
+        clock.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's place in the connection's [`HeadClock`].
+    struct InFlightBody<B> {
+        #[pin]
+        body: B,
+        in_flight: InFlight,
+    }
+}
+
+impl<B: Body> Body for InFlightBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The read deadlines of a connection, with one timer for its whole life.
+///
+/// 1. **Version.** hyper-util's auto builder reads the version (up to the 24-byte HTTP/2
+///    preface) before HTTP/1 starts, and has no timeout of its own: a client that sends nothing,
+///    or a prefix of the preface, would hold a connection slot forever. Reads fail with
+///    `TimedOut` once `header_read_timeout` passes while every byte received is still a strict
+///    prefix of the preface.
+/// 2. **HTTP/1 request heads** (slowloris protection and the keep-alive idle limit). A head must
+///    arrive within `header_read_timeout` of the connection's start or of the end of the
+///    previous response ([`HeadClock`]); reads fail with `TimedOut` after that. HTTP/2 has no
+///    head deadline (its streams are multiplexed; keep-alive pings watch the connection).
+///
+/// The timer is re-armed only when it fires: a keep-alive request moves the clock with two
+/// atomic updates and one clock read, where hyper's own header-read timeout allocates, arms and
+/// cancels a timer for every request head.
+struct ConnDeadline<IO = tokio::net::TcpStream> {
+    io: IO,
+    seen: usize,
+    version_decided: bool,
+    version_deadline: tokio::time::Instant,
+    /// `None` once the connection turned out to be HTTP/2.
+    heads: Option<Arc<HeadClock>>,
+    timeout: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<IO> ConnDeadline<IO> {
+    fn new(io: IO, timeout: Duration, heads: Arc<HeadClock>) -> Self {
+        let version_deadline = tokio::time::Instant::now() + timeout;
         Self {
             io,
             seen: 0,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            version_decided: false,
+            version_deadline,
+            heads: Some(heads),
+            timeout,
+            sleep: Box::pin(tokio::time::sleep_until(version_deadline)),
+        }
+    }
+
+    /// The deadline the connection is under now, if any.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        if !self.version_decided {
+            return Some(self.version_deadline);
+        }
+        self.heads.as_ref()?.deadline(self.timeout)
+    }
+
+    /// Whether the current deadline has passed; otherwise the timer will wake the task at it.
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        use std::future::Future as _;
+        let Some(deadline) = self.deadline() else {
+            // A request in flight: no deadline now, but the end of its response restarts the
+            // clock without a read, so the timer must come back later to look again.
+            if self
+                .heads
+                .as_ref()
+                .is_some_and(|h| !h.upgraded.load(Ordering::Acquire))
+            {
+                if self.sleep.as_mut().poll(cx).is_ready() {
+                    let next =
+                        tokio::time::Instant::now() + self.timeout.max(Duration::from_millis(1));
+                    self.sleep.as_mut().reset(next);
+                    let _ = self.sleep.as_mut().poll(cx);
+                }
+            }
+            return false;
+        };
+        if self.sleep.deadline() > deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.sleep.deadline() >= deadline {
+                return true;
+            }
+            // An earlier deadline that has moved on (requests were served since): re-arm.
+            self.sleep.as_mut().reset(deadline);
         }
     }
 }
 
-impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for VersionDeadline<IO> {
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ConnDeadline<IO> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        use std::future::Future as _;
         use std::task::Poll;
         let this = &mut *self;
         let before = buf.filled().len();
         match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if this.deadline.is_some() {
+                if !this.version_decided {
                     let new = &buf.filled()[before..];
                     let at = this.seen.min(H2_PREFACE.len());
                     let want = &H2_PREFACE[at..];
                     let n = new.len().min(want.len());
                     this.seen += new.len();
                     // Decided: EOF, a byte that is not the preface, or the whole preface.
-                    if new.is_empty() || new[..n] != want[..n] || this.seen >= H2_PREFACE.len() {
-                        this.deadline = None;
+                    let differs = new[..n] != want[..n];
+                    if new.is_empty() || differs || this.seen >= H2_PREFACE.len() {
+                        this.version_decided = true;
+                        if !new.is_empty() && !differs {
+                            this.heads = None;
+                        }
                     }
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if expired {
+                if this.expired(cx) {
                     Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
                 } else {
                     Poll::Pending
@@ -527,7 +686,7 @@ impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for VersionDeadline<
     }
 }
 
-impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for VersionDeadline<IO> {
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ConnDeadline<IO> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
