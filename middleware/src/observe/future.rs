@@ -169,9 +169,14 @@ impl State {
                 } else {
                     None
                 };
-                // Known at request time (layer inside the router), or told by RouteLayer.
+                // Known at request time (layer inside the router); or told by RouteLayer, which
+                // leaves a `MatchedRoute` (kept as it is); or read from a `MatchedPath`.
+                let mut told = false;
                 let late = if state.route.is_some() {
                     None
+                } else if let Some(route) = res.extensions().get::<MatchedRoute>() {
+                    told = true;
+                    Some(route.clone())
                 } else {
                     Some(MatchedRoute::new(
                         res.extensions().get::<MatchedPath>().cloned(),
@@ -191,7 +196,7 @@ impl State {
                 if let Some(echo) = state.echo.take() {
                     echo.apply(&mut res);
                 }
-                if let Some(late) = late {
+                if let Some(late) = late.filter(|_| !told) {
                     res.extensions_mut().insert(late);
                 }
                 Ok(res)

@@ -4,7 +4,7 @@
 //! routing, so a layer added with `Router::layer` sees it. A layer wrapped *around* the router
 //! (a `ServiceBuilder` stack, a custom accept loop) runs before routing and does not; for that
 //! placement add [`RouteLayer`] inside the router: it copies the template into the response
-//! extensions, where the outer layers read it. Requests that matched no route are labelled
+//! extensions (as a [`MatchedRoute`]), where the outer layers read it. Requests that matched no route are labelled
 //! `unmatched`, never with their raw path.
 
 use std::future::Future;
@@ -117,7 +117,7 @@ where
         let this = self.project();
         let mut res = std::task::ready!(this.inner.poll(cx))?;
         if let Some(path) = this.path.take() {
-            res.extensions_mut().insert(path);
+            res.extensions_mut().insert(MatchedRoute::new(Some(path)));
         }
         Poll::Ready(Ok(res))
     }

@@ -16,7 +16,8 @@ pin_project! {
     pub struct CacheBody<B: Body> {
         prefix: Option<Bytes>,
         error: Option<B::Error>,
-        trailers: Option<HeaderMap>,
+        // Boxed: rare, and a `HeaderMap` inline would make every response (and its moves) larger.
+        trailers: Option<Box<HeaderMap>>,
         rest: Option<Pin<Box<B>>>,
         // A body passed through untouched: held inline, no allocation per response.
         #[pin]
@@ -74,7 +75,7 @@ impl<B: Body> CacheBody<B> {
         Self {
             prefix: Some(prefix),
             error: None,
-            trailers: Some(trailers),
+            trailers: Some(Box::new(trailers)),
             rest: None,
             inline: None,
         }
@@ -146,7 +147,7 @@ where
             }
         }
         if let Some(trailers) = this.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
         }
         Poll::Ready(None)
     }
