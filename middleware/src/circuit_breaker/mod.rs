@@ -108,6 +108,7 @@ pub use config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerSettings, ConfigError,
     WindowKind,
 };
+#[cfg(feature = "stack")]
 pub(crate) use error::timeout_response;
 pub use error::{CallError, CircuitOpen};
 pub use future::ResponseFuture;

@@ -28,6 +28,7 @@ impl std::fmt::Debug for ConcurrencyLimitLayer {
 
 impl ConcurrencyLimitLayer {
     /// The state every service of this layer shares.
+    #[cfg(feature = "stack")]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

@@ -99,4 +99,5 @@ pub use future::ResponseFuture;
 pub use handle::{ConcurrencyLimitHandle, ConcurrencyStats};
 pub use layer::ConcurrencyLimitLayer;
 pub use service::ConcurrencyLimit;
+#[cfg(feature = "stack")]
 pub(crate) use service::{Admitted, admit};

@@ -26,6 +26,7 @@ pub struct ObserveLayer {
 
 impl ObserveLayer {
     /// The state every service of this layer shares.
+    #[cfg(feature = "stack")]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

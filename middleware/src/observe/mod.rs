@@ -90,15 +90,18 @@ pub use context::{
     TraceParent, is_valid_request_id,
 };
 pub use future::ResponseFuture;
+#[cfg(feature = "stack")]
 pub(crate) use future::State;
 pub use layer::{ObserveHandle, ObserveLayer};
 pub use log_ids::WithRequestIds;
+#[cfg(feature = "stack")]
 pub(crate) use log_ids::{LogIds, Scope};
 pub use prometheus::{
     CONTENT_TYPE, MetricsService, PrometheusExporter, merge_expositions, prometheus_builder,
 };
 pub use route::{MatchedRoute, Route, RouteFuture, RouteLayer};
 pub use service::Observe;
+#[cfg(feature = "stack")]
 pub(crate) use service::{Begun, begin};
 pub use stats::{
     InFlightGuard, LatencyHistogram, StatsConfig, StatsConfigBuilder, StatsRecorder, StatsSnapshot,

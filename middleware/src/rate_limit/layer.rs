@@ -18,6 +18,7 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// The state every service of this layer shares.
+    #[cfg(feature = "stack")]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

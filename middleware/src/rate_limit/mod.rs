@@ -134,6 +134,7 @@ pub use self::config::{
     PolicyBuilder, PolicyConfig, RateLimitConfig, RateLimitConfigBuilder, StoreChoice,
 };
 pub use self::future::ResponseFuture;
+#[cfg(feature = "stack")]
 pub(crate) use self::future::add_headers;
 pub use self::gcra::{Decision, Gcra};
 pub use self::handle::{Freed, PolicyAction, PolicyHandle, PolicyStats, RateLimitHandle};
@@ -143,6 +144,7 @@ pub use self::key::{
     ClientIpConfig, ForwardedHeader, KeyFn, KeySource, KeyValue, PeerAddr, RequestInfo,
 };
 pub use self::layer::RateLimitLayer;
+#[cfg(feature = "stack")]
 pub(crate) use self::service::{Admit, LimitHeaders, admit};
 pub use self::service::{QUOTA_EXCEEDED, RateLimit};
 pub use self::store::{Check, DecisionFuture, LocalStore, Store, StoreStats};

@@ -108,7 +108,8 @@ pub(crate) enum Admit<B> {
     /// Refused: answer this (`429`).
     Refused(Response<B>),
     /// Every synchronous policy admitted it; policies with a remote store still have to.
-    Async(Pending),
+    /// Boxed: only requests to a remote store take this path, and it is large.
+    Async(Box<Pending>),
 }
 
 /// Decides on a request with every synchronous store; see [`Admit`]. Shared by [`RateLimit`]
@@ -152,13 +153,13 @@ pub(crate) fn admit<ReqBody, B: From<Bytes>>(
                     _ => None,
                 });
             }
-            Admit::Async(Pending {
+            Admit::Async(Box::new(Pending {
                 shared: Arc::clone(shared),
                 refunds: owned_keys(shared, &view, ip, allowed_mask),
                 allowed_mask,
                 acc,
                 checks,
-            })
+            }))
         }
     }
 }
@@ -175,14 +176,14 @@ pub(crate) struct Pending {
 impl Pending {
     /// Makes the remaining checks: the headers to add when every policy admits the request,
     /// else the `429` (and what the synchronous policies took is refunded).
-    pub(crate) async fn run<B: From<Bytes>>(self) -> Result<LimitHeaders, Response<B>> {
+    pub(crate) async fn run<B: From<Bytes>>(self: Box<Self>) -> Result<LimitHeaders, Response<B>> {
         let Self {
             shared,
             mut allowed_mask,
             mut acc,
             refunds,
             checks,
-        } = self;
+        } = *self;
         let mut taken: Vec<(usize, &KeyValue<'static>, Gcra)> = Vec::new();
         for (i, key) in &checks {
             let p = &shared.policies[*i];

@@ -616,17 +616,14 @@ impl<IO> ConnDeadline<IO> {
         let Some(deadline) = self.deadline() else {
             // A request in flight: no deadline now, but the end of its response restarts the
             // clock without a read, so the timer must come back later to look again.
-            if self
+            let watching = self
                 .heads
                 .as_ref()
-                .is_some_and(|h| !h.upgraded.load(Ordering::Acquire))
-            {
-                if self.sleep.as_mut().poll(cx).is_ready() {
-                    let next =
-                        tokio::time::Instant::now() + self.timeout.max(Duration::from_millis(1));
-                    self.sleep.as_mut().reset(next);
-                    let _ = self.sleep.as_mut().poll(cx);
-                }
+                .is_some_and(|h| !h.upgraded.load(Ordering::Acquire));
+            if watching && self.sleep.as_mut().poll(cx).is_ready() {
+                let next = tokio::time::Instant::now() + self.timeout.max(Duration::from_millis(1));
+                self.sleep.as_mut().reset(next);
+                let _ = self.sleep.as_mut().poll(cx);
             }
             return false;
         };

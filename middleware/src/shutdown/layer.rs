@@ -23,6 +23,7 @@ pub struct DrainLayer {
 
 impl DrainLayer {
     /// The state every service of this layer shares.
+    #[cfg(feature = "stack")]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
