@@ -39,8 +39,11 @@
 //!   `store.name`, each rate-limit policy's name); the admin API, metrics labels and logs use
 //!   that name.
 //! - **One service.** Whatever the layers, the wrapped service is one [`StackService<S>`] with one
-//!   [`ResponseFuture`] and one [`StackBody`]; clones share every layer's state, so the clone per
-//!   request that axum makes never resets a limit or a breaker window.
+//!   [`ResponseFuture`] and one [`StackBody`]: drain, observe, rate limit, concurrency limit and
+//!   breaker run inline in it, in the order above, around one call of the request timeout and
+//!   response cache (which own the inner future), each through the same code as its own layer.
+//!   Clones share every layer's state, so the clone per request that axum makes never resets a
+//!   limit or a breaker window.
 //! - **No silent global key.** When a rate-limit policy keys by client IP and a request carries
 //!   no peer address (a server started without connect info), the stack answers `500` with an
 //!   `application/problem+json` document and logs an error, instead of counting every client in
@@ -52,8 +55,7 @@
 //! route-keyed rate limits know the route template. Around a whole router
 //! (`ServiceBuilder::new().layer(stack).service(router)`) it runs once per request before
 //! routing; add [`RouteLayer`](crate::observe::RouteLayer) with `Router::route_layer` so observe
-//! still labels requests with their route. Without a response cache each response body is boxed
-//! once on its way through the cache's slot.
+//! still labels requests with their route.
 //!
 //! # Examples
 //!
