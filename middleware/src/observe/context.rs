@@ -516,9 +516,8 @@ impl Echo {
 
     pub(crate) fn apply<B>(self, res: &mut Response<B>) {
         let headers = res.headers_mut();
-        if !headers.contains_key(&self.header) {
-            headers.insert(self.header, self.request_id);
-        }
+        // One lookup: a request id the service set itself is kept.
+        headers.entry(self.header).or_insert(self.request_id);
         if let Some(tp) = self.traceparent {
             headers.insert(TRACEPARENT.clone(), tp);
         }

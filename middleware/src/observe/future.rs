@@ -145,7 +145,9 @@ where
         let Some(state) = this.state.take() else {
             return Poll::Ready(result);
         };
-        Poll::Ready(state.complete(this.inner.span(), result))
+        let mut result = result;
+        state.complete(this.inner.span(), &mut result);
+        Poll::Ready(result)
     }
 }
 
@@ -155,14 +157,14 @@ impl State {
     pub(crate) fn complete<B: Body, E: fmt::Display>(
         mut self,
         span: &tracing::Span,
-        result: Result<Response<B>, E>,
-    ) -> Result<Response<B>, E> {
+        result: &mut Result<Response<B>, E>,
+    ) {
         let state = &mut self;
         let now = Instant::now();
         let latency = now.saturating_duration_since(state.start);
         let trace = &state.shared.config.trace;
         match result {
-            Ok(mut res) => {
+            Ok(res) => {
                 let status = res.status().as_u16();
                 let response_size = if state.shared.config.body_sizes {
                     res.body().size_hint().exact().filter(|n| *n > 0)
@@ -194,12 +196,11 @@ impl State {
                 log_response(trace, span, ctx, status, latency);
                 state.finish(route, status, response_size, now, latency);
                 if let Some(echo) = state.echo.take() {
-                    echo.apply(&mut res);
+                    echo.apply(res);
                 }
                 if let Some(late) = late.filter(|_| !told) {
                     res.extensions_mut().insert(late);
                 }
-                Ok(res)
             }
             Err(error) => {
                 let route = state
@@ -210,9 +211,8 @@ impl State {
                     span.record("http.route", route);
                 }
                 let ctx = state.event_context(route);
-                log_failure(trace, span, ctx, &error, latency);
+                log_failure(trace, span, ctx, &*error, latency);
                 state.finish(route, 0, None, now, latency);
-                Err(error)
             }
         }
     }

@@ -103,14 +103,13 @@ where
             } => {
                 // The request's ids for every event written while it is polled (see `log_ids`).
                 let _ids = Scope::enter(ids);
-                let result = {
+                let mut result = {
                     let _entered = span.enter();
                     ready!(core.poll(cx))
                 };
-                let result = match observe.take() {
-                    Some(state) => state.complete(span, result),
-                    None => result,
-                };
+                if let Some(state) = observe.take() {
+                    state.complete(span, &mut result);
+                }
                 let mut res = result?;
                 let guard = guard.take();
                 if *http1 && guard.as_ref().is_some_and(|g| g.shared().is_closing()) {
