@@ -387,6 +387,42 @@ pub async fn admin_get(
     serde_json::from_slice(&res.body).map_err(|e| format!("{path}: {e}: {}", res.text()))
 }
 
+/// The pids of the workers the supervisor reports `ready` (`GET /admin/v1/workers`); empty when
+/// the admin endpoint does not answer.
+pub async fn ready_workers(server: &ServerProcess, client: &Client) -> BTreeSet<u32> {
+    let Ok(workers) = admin_get(server, client, "workers").await else {
+        return BTreeSet::new();
+    };
+    workers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| w["state"] == "ready")
+        .filter_map(|w| w["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+        .collect()
+}
+
+/// Waits until exactly the supervisor's child processes are all `ready` and there are `n` of
+/// them: a worker process that exists may still be loading its configuration and certificates.
+pub async fn wait_ready_workers(
+    server: &ServerProcess,
+    client: &Client,
+    n: usize,
+) -> BTreeSet<u32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = ready_workers(server, client).await;
+        if ready.len() == n && ready == workers_of(server.pid()) {
+            return ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} ready workers expected, the supervisor reports {ready:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
 /// The supervisor's counters from `GET /admin/v1/snapshot`.
 pub async fn admin_counts(server: &ServerProcess, client: &Client) -> Result<Counts, String> {
     let snap = admin_get(server, client, "snapshot").await?;

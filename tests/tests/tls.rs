@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use palisade_tests::load::{BASE, Load, eventually, temp_dir, workers_of};
+use palisade_tests::http::Client;
+use palisade_tests::load::{BASE, Load, eventually, temp_dir, wait_ready_workers, workers_of};
 use palisade_tests::server::{ServerBuilder, ServerProcess};
 use palisade_tests::tls::{Issued, TestCa, get, handshake};
 
@@ -202,7 +203,8 @@ async fn sighup_rotates_the_certificate_under_load_without_a_failed_request() {
         .tls(h1.clone())
         .spawn();
     let sup = server.pid();
-    assert!(eventually(Duration::from_secs(20), || workers_of(sup).len() == 2).await);
+    // Ready, not only started: a booting worker still reads the certificate this test breaks.
+    wait_ready_workers(&server, &Client::new(), 2).await;
     let load = Load::start_tls(server.addr, h1.clone(), 3, 2, 1);
     assert!(load.progress(200, Duration::from_secs(20)).await);
 
