@@ -390,9 +390,13 @@ pub async fn admin_get(
 /// The pids of the workers the supervisor reports `ready` (`GET /admin/v1/workers`); empty when
 /// the admin endpoint does not answer.
 pub async fn ready_workers(server: &ServerProcess, client: &Client) -> BTreeSet<u32> {
-    let Ok(workers) = admin_get(server, client, "workers").await else {
-        return BTreeSet::new();
-    };
+    admin_get(server, client, "workers")
+        .await
+        .map_or_else(|_| BTreeSet::new(), |workers| ready_pids(&workers))
+}
+
+/// The pids of the `ready` workers in a `GET /admin/v1/workers` answer.
+pub fn ready_pids(workers: &serde_json::Value) -> BTreeSet<u32> {
     workers
         .as_array()
         .into_iter()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Method;
 use palisade_tests::http::{Client, Response, raw_status};
-use palisade_tests::load::{eventually_async, supervisor, temp_dir, workers_of};
+use palisade_tests::load::{eventually_async, ready_pids, supervisor, temp_dir, workers_of};
 use palisade_tests::server::{ServerProcess, binary};
 use palisade_tests::{free_port, wait_until};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -35,12 +35,6 @@ async fn admin(
         }
     }
     .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn ready_workers(workers: &serde_json::Value) -> usize {
-    workers
-        .as_array()
-        .map_or(0, |ws| ws.iter().filter(|w| w["state"] == "ready").count())
 }
 
 /// Polls `GET /admin/v1/workers` every 50 ms until stopped; returns the slowest answer and the
@@ -120,7 +114,7 @@ async fn scale_beyond_workers_max_is_refused_and_the_admin_api_stays_responsive(
         Duration::from_millis(200),
         || async {
             let res = admin(&server, &client, Method::GET, "/admin/v1/workers", None).await;
-            ready_workers(&res.json()) == 4
+            ready_pids(&res.json()).len() == 4
         },
     )
     .await;
@@ -213,7 +207,7 @@ async fn concurrent_restarts_get_one_202_and_the_rest_409() {
         || async {
             let now = workers_of(server.pid());
             let res = admin(&server, &client, Method::GET, "/admin/v1/workers", None).await;
-            now.is_disjoint(&before) && ready_workers(&res.json()) == 2
+            now.is_disjoint(&before) && ready_pids(&res.json()).len() == 2
         },
     )
     .await;

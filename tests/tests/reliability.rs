@@ -18,8 +18,8 @@ use nix::sys::signal::Signal;
 use palisade_tests::http::{Client, raw_exchange, raw_status};
 use palisade_tests::load::{
     BASE, CountsMonitor, Kind, Load, Outcome, Record, admin_get, connect, eventually,
-    eventually_async, exchange, open_fds, status_of, supervisor, temp_dir, wait_all_serving,
-    workers_of,
+    eventually_async, exchange, open_fds, ready_pids, status_of, supervisor, temp_dir,
+    wait_all_serving, workers_of,
 };
 use palisade_tests::redis::RedisServer;
 use palisade_tests::server::ServerProcess;
@@ -153,13 +153,8 @@ async fn random_worker_sigkilled_every_second_for_ten_seconds() {
         let workers = admin_get(&server, &admin, "workers")
             .await
             .expect("GET /admin/v1/workers");
-        let ready: BTreeSet<u32> = workers
-            .as_array()
-            .expect("a list of workers")
-            .iter()
-            .filter(|w| w["state"] == "ready")
-            .filter_map(|w| w["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
-            .collect();
+        assert!(workers.is_array(), "a list of workers: {workers}");
+        let ready = ready_pids(&workers);
         if ready == workers_of(sup) && ready.len() == WORKERS && ready.is_disjoint(&victims) {
             break workers;
         }

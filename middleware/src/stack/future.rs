@@ -136,7 +136,6 @@ pin_project! {
     pub(crate) enum Core<F: Future, B: Body> {
         Called { #[pin] called: Called<F, B>, headers: LimitHeaders },
         Boxed { fut: BoxFuture<F::Output> },
-        Refused { response: Option<Response<CacheBody<B>>> },
     }
 }
 
@@ -149,10 +148,9 @@ impl<F: Future, B: Body> Core<F, B> {
         Self::Boxed { fut }
     }
 
+    /// The limiter's refusal: a refused call, with no headers to add.
     pub(crate) fn refused(response: Response<CacheBody<B>>) -> Self {
-        Self::Refused {
-            response: Some(response),
-        }
+        Self::called(Called::refused(response, None), None)
     }
 }
 
@@ -174,10 +172,6 @@ where
                 Poll::Ready(Ok(res))
             }
             CoreProj::Boxed { fut } => fut.as_mut().poll(cx),
-            CoreProj::Refused { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
-                None => Poll::Pending,
-            },
         }
     }
 }
